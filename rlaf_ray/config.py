@@ -1,0 +1,470 @@
+"""Typed run configuration: YAML file + ``key.sub=value`` overrides + validation.
+
+Everything a run needs is one :class:`RunConfig`. It is built from plain dicts so that the same
+code path serves YAML files, command-line overrides and Ray Tune search spaces. All problems are
+collected and raised together as one :class:`ConfigError`, one line per problem, before any Ray
+actor starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+# The offline tiny models are named with this prefix; ``rlaf_ray.models.tiny`` builds them.
+TINY_PREFIX = "tiny:"
+
+
+class ConfigError(ValueError):
+    """Bad configuration. ``str(error)`` is one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass
+class ModelConfig:
+    # A hub name, a local directory, or ``tiny:llama`` for the offline tiny policy.
+    name_or_path: str = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    trust_remote_code: bool = False
+    # Prompts longer than this (in policy tokens) are truncated from the left.
+    max_prompt_length: int = 512
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    bias: Literal["none", "all", "lora_only"] = "none"
+    # None: peft's default for the architecture (q_proj/v_proj for Llama, query_key_value for ...).
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class GenerationConfig:
+    # A fixed number, or [low, high] sampled once per batch (inclusive).
+    max_new_tokens: int | list[int] = 32
+    min_new_tokens: int = 0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    # None: the tokenizer's EOS token.
+    eos_token_id: int | None = None
+
+
+@dataclass
+class RewardConfig:
+    model_name_or_path: str = "facebook/roberta-hate-speech-dynabench-r4-target"
+    # ``package.module:function(prompts, responses) -> list[float]``; replaces the classifier.
+    callable: str | None = None
+    label: str = "nothate"
+    score: Literal["logit", "probability"] = "logit"
+    input: Literal["response", "prompt_response"] = "response"
+    batch_size: int = 32
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    source: str = "dialogsum"
+    path: str = "jobs/data/dialogsum_sample.jsonl"
+    text_column: str = "dialogue"
+    template: str = "\nSummarize the following conversation.\n\n{dialogue}\n\nSummary:\n"
+    min_chars: int = 200
+    max_chars: int = 1000
+    max_rows: int | None = None
+    seed: int = 0
+    # CPUs per Ray Data task: Ray Data defaults to 1, which stalls a small machine whose CPUs are
+    # all reserved by the actors.
+    num_cpus_per_task: float = 0.25
+
+
+@dataclass
+class PPOConfig:
+    num_iterations: int = 20
+    # Global number of prompts per iteration, over all learners.
+    batch_size: int = 16
+    num_minibatches: int = 2
+    ppo_epochs: int = 4
+    learning_rate: float = 1.41e-5
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    max_grad_norm: float | None = 1.0
+    kl_coef: float = 0.2
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    adaptive_kl: bool = False
+    target_kl: float = 6.0
+    kl_horizon: int = 10000
+    # Added to the score of responses that hit max_new_tokens without EOS (None: no penalty).
+    missing_eos_penalty: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class RoleResources:
+    num_workers: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    # Custom Ray resources, e.g. {"inference_node": 0.01}, to pin a role to a node type.
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ResourcesConfig:
+    learner: RoleResources = field(default_factory=lambda: RoleResources(num_workers=2))
+    rollout: RoleResources = field(default_factory=RoleResources)
+    reward: RoleResources = field(default_factory=RoleResources)
+
+
+@dataclass
+class RunSettings:
+    name: str = "rlaf"
+    output_dir: str = "results"
+    checkpoint_every: int = 5
+    keep_checkpoints: int | None = 2
+    max_failures: int = 0
+    # Where the small offline models are cached after their first build.
+    cache_dir: str = "~/.cache/rlaf_ray"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+
+# --------------------------------------------------------------------------------------------
+# Building from dicts
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise ValueError naming ``where`` and the expectation."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except ValueError:
+                continue
+        raise ValueError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise ValueError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ValueError(f"{where}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            problems.append(
+                f"{where}: unknown key; {hint}valid keys in {prefix.rstrip('.') or 'the top level'}: "
+                f"{', '.join(names)}"
+            )
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{where}.", problems)
+            continue
+        try:
+            kwargs[key] = _coerce(value, tp, where)
+        except ValueError as err:
+            problems.append(str(err))
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["ppo.batch_size=8", "lora.target_modules=[q_proj,v_proj]"]`` -> nested dict.
+
+    Values are parsed as YAML, so numbers, booleans, null and lists work as on the command line.
+    """
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([f"override {item!r}: expected key.sub=value"])
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load YAML (optional), apply dict ``extra`` then ``key=value`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"config file {str(p)!r}: not found"])
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError([f"config file {str(p)!r}: not valid YAML ({err})".replace("\n", " ")])
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"config file {str(p)!r}: expected a mapping at the top level"])
+        data = loaded or {}
+    if extra:
+        data = merge(data, extra)
+    if overrides:
+        data = merge(data, parse_overrides(overrides))
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    problems: list[str] = []
+    config = _build(RunConfig, data, "", problems)
+    if not problems:
+        problems.extend(validate(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of values (types were checked while building)
+
+
+def _range(problems: list[str], where: str, value: Any, low=None, high=None, low_open=False,
+           high_open=False) -> None:
+    if value is None:
+        return
+    bad = (low is not None and (value < low or (low_open and value == low))) or (
+        high is not None and (value > high or (high_open and value == high))
+    )
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        problems.append(
+            f"{where}: {value!r} is out of range; allowed {lo}{'-inf' if low is None else low}, "
+            f"{'inf' if high is None else high}{hi}"
+        )
+
+
+def validate(c: RunConfig) -> list[str]:
+    p: list[str] = []
+    _range(p, "model.max_prompt_length", c.model.max_prompt_length, 1)
+    _range(p, "lora.r", c.lora.r, 1)
+    _range(p, "lora.alpha", c.lora.alpha, 1)
+    _range(p, "lora.dropout", c.lora.dropout, 0.0, 1.0, high_open=True)
+    if c.lora.target_modules is not None and not c.lora.target_modules:
+        p.append("lora.target_modules: empty list; give module names or null for the default")
+
+    g = c.generation
+    if isinstance(g.max_new_tokens, list):
+        if len(g.max_new_tokens) != 2 or g.max_new_tokens[0] > g.max_new_tokens[1]:
+            p.append(f"generation.max_new_tokens: expected an integer or [low, high] with low <= high, "
+                     f"got {g.max_new_tokens!r}")
+        else:
+            _range(p, "generation.max_new_tokens[0]", g.max_new_tokens[0], 1)
+    else:
+        _range(p, "generation.max_new_tokens", g.max_new_tokens, 1)
+    low_new = g.max_new_tokens[0] if isinstance(g.max_new_tokens, list) and g.max_new_tokens else g.max_new_tokens
+    _range(p, "generation.min_new_tokens", g.min_new_tokens, 0)
+    if isinstance(low_new, int) and g.min_new_tokens > low_new:
+        p.append(f"generation.min_new_tokens: {g.min_new_tokens} exceeds the smallest max_new_tokens "
+                 f"({low_new})")
+    _range(p, "generation.temperature", g.temperature, 0.0, low_open=True)
+    _range(p, "generation.top_k", g.top_k, 0)
+    _range(p, "generation.top_p", g.top_p, 0.0, 1.0, low_open=True)
+    _range(p, "generation.repetition_penalty", g.repetition_penalty, 0.0, low_open=True)
+
+    r = c.reward
+    _range(p, "reward.batch_size", r.batch_size, 1)
+    if r.callable is not None:
+        p.extend(_check_callable(r.callable))
+
+    d = c.data
+    # data.source is checked against the registered sources by rlaf_ray.data (layers point up).
+    _range(p, "data.min_chars", d.min_chars, 0)
+    _range(p, "data.max_chars", d.max_chars, 1)
+    if d.min_chars > d.max_chars:
+        p.append(f"data.min_chars: {d.min_chars} is above data.max_chars ({d.max_chars})")
+    _range(p, "data.max_rows", d.max_rows, 1)
+    _range(p, "data.num_cpus_per_task", d.num_cpus_per_task, 0.0, low_open=True)
+
+    o = c.ppo
+    _range(p, "ppo.num_iterations", o.num_iterations, 1)
+    _range(p, "ppo.batch_size", o.batch_size, 1)
+    _range(p, "ppo.num_minibatches", o.num_minibatches, 1)
+    _range(p, "ppo.ppo_epochs", o.ppo_epochs, 1)
+    _range(p, "ppo.learning_rate", o.learning_rate, 0.0, 1.0, low_open=True)
+    _range(p, "ppo.cliprange", o.cliprange, 0.0, 1.0, low_open=True)
+    _range(p, "ppo.cliprange_value", o.cliprange_value, 0.0, low_open=True)
+    _range(p, "ppo.vf_coef", o.vf_coef, 0.0)
+    _range(p, "ppo.gamma", o.gamma, 0.0, 1.0)
+    _range(p, "ppo.lam", o.lam, 0.0, 1.0)
+    _range(p, "ppo.max_grad_norm", o.max_grad_norm, 0.0, low_open=True)
+    _range(p, "ppo.kl_coef", o.kl_coef, 0.0)
+    _range(p, "ppo.target_kl", o.target_kl, 0.0, low_open=True)
+    _range(p, "ppo.kl_horizon", o.kl_horizon, 1)
+
+    for role in ("learner", "rollout", "reward"):
+        res: RoleResources = getattr(c.resources, role)
+        _range(p, f"resources.{role}.num_workers", res.num_workers, 1)
+        _range(p, f"resources.{role}.num_cpus", res.num_cpus, 0.0)
+        _range(p, f"resources.{role}.num_gpus", res.num_gpus, 0.0)
+        if res.num_gpus > 1 and res.num_gpus != int(res.num_gpus):
+            p.append(f"resources.{role}.num_gpus: {res.num_gpus} must be a whole number when above 1")
+
+    learners = c.resources.learner.num_workers
+    if o.batch_size >= 1 and learners >= 1 and o.num_minibatches >= 1:
+        if o.batch_size % learners:
+            p.append(f"ppo.batch_size: {o.batch_size} does not divide across "
+                     f"resources.learner.num_workers={learners} learners")
+        elif (o.batch_size // learners) % o.num_minibatches:
+            p.append(f"ppo.batch_size: {o.batch_size // learners} prompts per learner "
+                     f"({o.batch_size}/{learners}) do not divide into "
+                     f"ppo.num_minibatches={o.num_minibatches} minibatches")
+
+    run = c.run
+    if not run.name or "/" in run.name or run.name.strip() != run.name:
+        p.append(f"run.name: {run.name!r} must be a non-empty name without '/' or surrounding spaces")
+    _range(p, "run.checkpoint_every", run.checkpoint_every, 1)
+    _range(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
+    _range(p, "run.max_failures", run.max_failures, -1)
+    return p
+
+
+def _check_callable(spec: str) -> list[str]:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        return [f"reward.callable: {spec!r} must look like package.module:function"]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        return [f"reward.callable: cannot import module {module_name!r} ({err})"]
+    if not callable(getattr(module, attr, None)):
+        return [f"reward.callable: module {module_name!r} has no function {attr!r}"]
+    return []
+
+
+def resolve_paths(c: RunConfig) -> RunConfig:
+    """Make file paths absolute: Ray Train workers run in another working directory."""
+    c = dataclasses.replace(c)
+    c.run = dataclasses.replace(c.run, output_dir=str(Path(c.run.output_dir).expanduser().resolve()),
+                                cache_dir=str(Path(c.run.cache_dir).expanduser().resolve()))
+    c.data = dataclasses.replace(c.data, path=str(Path(c.data.path).expanduser().resolve()))
+    for section, attr in (("model", "name_or_path"), ("reward", "model_name_or_path")):
+        sub = getattr(c, section)
+        value = getattr(sub, attr)
+        if not value.startswith(TINY_PREFIX) and Path(value).expanduser().exists():
+            setattr(c, section, dataclasses.replace(sub, **{attr: str(Path(value).expanduser().resolve())}))
+    return c
+
+
+def dump_yaml(c: RunConfig) -> str:
+    return yaml.safe_dump(c.to_dict(), sort_keys=False)

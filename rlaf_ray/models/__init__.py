@@ -1,0 +1,1 @@
+"""Model loading: policies with LoRA and value head, tiny offline models."""

@@ -1,0 +1,114 @@
+"""Reward: a sequence classifier's score for one label (default: ``nothate``), or any callable.
+
+``RewardWorker`` is the Ray actor; the scorers are plain classes so they can be tested and reused
+(e.g. by evaluation) without Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Callable, Sequence
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from rlaf_ray.config import ConfigError, RewardConfig, RunConfig, from_dict
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+
+
+def label_index(id2label: dict, label: str, model_name: str) -> int:
+    for index, name in id2label.items():
+        if name == label:
+            return int(index)
+    labels = ", ".join(str(v) for v in id2label.values())
+    raise ConfigError([f"reward.label: {label!r} is not a label of {model_name!r}; its labels: {labels}"])
+
+
+def check_reward(cfg: RewardConfig) -> None:
+    """Before actors start: the classifier has the rewarded label (reads only its config)."""
+    if cfg.callable is not None:
+        return
+    try:
+        model_config = AutoConfig.from_pretrained(cfg.model_name_or_path,
+                                                  trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ConfigError([f"reward.model_name_or_path: cannot load {cfg.model_name_or_path!r} "
+                           f"({str(err).splitlines()[0]})"])
+    label_index(model_config.id2label, cfg.label, cfg.model_name_or_path)
+
+
+class ClassifierReward:
+    """Scores texts with a sequence classifier: the rewarded label's logit or probability."""
+
+    def __init__(self, cfg: RewardConfig, device: str | torch.device = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path,
+                                                       trust_remote_code=cfg.trust_remote_code)
+        # Prompt + response may be long: keep the end, where the response is.
+        self.tokenizer.truncation_side = "left"
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            cfg.model_name_or_path, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
+        ).to(self.device).eval()
+        self.index = label_index(self.model.config.id2label, cfg.label, cfg.model_name_or_path)
+        self.max_length = self._max_length()
+
+    def _max_length(self) -> int:
+        limit = self.tokenizer.model_max_length
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is not None:
+            # RoBERTa-style models reserve padding_idx + 1 position ids.
+            offset = self.model.config.pad_token_id + 1 if self.model.config.model_type in (
+                "roberta", "xlm-roberta", "camembert") else 0
+            limit = min(limit, positions - offset)
+        return int(limit)
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        texts = list(responses) if self.cfg.input == "response" else [
+            p + r for p, r in zip(prompts, responses)]
+        scores: list[float] = []
+        for start in range(0, len(texts), self.cfg.batch_size):
+            chunk = texts[start:start + self.cfg.batch_size]
+            # Dynamic padding: each chunk is padded to its own longest text, not to max_length.
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+            logits = self.model(**enc).logits.float()
+            if self.cfg.score == "probability":
+                logits = torch.softmax(logits, dim=-1)
+            scores.extend(logits[:, self.index].tolist())
+        return scores
+
+
+def load_callable(spec: str) -> RewardFn:
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def make_reward_fn(cfg: RewardConfig, device: str | torch.device = "cpu") -> RewardFn:
+    if cfg.callable is not None:
+        return load_callable(cfg.callable)
+    return ClassifierReward(cfg, device)
+
+
+class RewardWorker:
+    """Ray actor: scores a rollout (passed as an ObjectRef straight from the rollout worker)."""
+
+    def __init__(self, config: dict, worker_index: int = 0):
+        cfg: RunConfig = from_dict(config)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.reward_fn = make_reward_fn(cfg.reward, device)
+        self.worker_index = worker_index
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def score(self, rollout: dict) -> dict:
+        start = time.perf_counter()
+        scores = [float(s) for s in self.reward_fn(rollout["prompts"], rollout["responses"])]
+        if len(scores) != len(rollout["responses"]):
+            raise ValueError(f"reward: got {len(scores)} scores for {len(rollout['responses'])} responses")
+        return {"scores": scores, "seconds": time.perf_counter() - start}

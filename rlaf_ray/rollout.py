@@ -1,0 +1,90 @@
+"""RolloutWorker: the base policy plus the current LoRA adapter, generating in one batched call."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from rlaf_ray.config import GenerationConfig as GenerationSettings
+from rlaf_ray.config import RunConfig, from_dict
+from rlaf_ray.models.policy import load_adapter_state, load_policy, load_tokenizer
+
+
+def sample_max_new_tokens(setting: int | list[int], seed: int) -> int:
+    """A fixed length, or one drawn from ``[low, high]`` per batch (what TRL's LengthSampler did)."""
+    if isinstance(setting, int):
+        return setting
+    low, high = setting
+    return random.Random(seed).randint(low, high)
+
+
+def hf_generation_config(g: GenerationSettings, max_new_tokens: int, eos_token_id: int,
+                         pad_token_id: int) -> GenerationConfig:
+    # A complete config of our own: the model's saved defaults (e.g. top_k=50) must not leak in,
+    # since the learner's log-probs assume exactly these sampling settings.
+    return GenerationConfig(
+        do_sample=True, max_new_tokens=max_new_tokens, min_new_tokens=g.min_new_tokens,
+        temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+        repetition_penalty=g.repetition_penalty, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+    )
+
+
+class RolloutWorker:
+    def __init__(self, config: dict, worker_index: int = 0):
+        self.cfg: RunConfig = from_dict(config)
+        self.worker_index = worker_index
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = load_tokenizer(self.cfg.model)
+        self.model = load_policy(self.cfg.model, self.cfg.lora).to(self.device).eval()
+        g = self.cfg.generation
+        self.eos_token_id = g.eos_token_id if g.eos_token_id is not None else self.tokenizer.eos_token_id
+        # Version of the adapter in use: 0 is the untrained adapter, then one per PPO update.
+        self.version = 0
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def load_adapter(self, state: dict[str, torch.Tensor], version: int) -> int:
+        load_adapter_state(self.model, state)
+        self.version = version
+        return version
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seed: int) -> dict:
+        """Sample one response per prompt. Returns ids, text and the adapter version used."""
+        start = time.perf_counter()
+        max_new_tokens = sample_max_new_tokens(self.cfg.generation.max_new_tokens, seed)
+        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
+                             max_length=self.cfg.model.max_prompt_length).to(self.device)
+        gen_cfg = hf_generation_config(self.cfg.generation, max_new_tokens, self.eos_token_id,
+                                       self.tokenizer.pad_token_id)
+        torch.manual_seed(seed)
+        output = self.model.generate(**enc, generation_config=gen_cfg)
+        prompt_len = enc["input_ids"].shape[1]
+        prompt_ids, response_ids, ended = [], [], []
+        for row, mask, generated in zip(enc["input_ids"], enc["attention_mask"], output[:, prompt_len:]):
+            prompt_ids.append(row[mask.bool()].tolist())
+            tokens = generated.tolist()
+            # Cut after the first EOS (kept: the policy is rewarded for choosing to stop);
+            # everything after it is padding.
+            if self.eos_token_id in tokens:
+                tokens = tokens[: tokens.index(self.eos_token_id) + 1]
+                ended.append(True)
+            else:
+                ended.append(False)
+            response_ids.append(tokens)
+        return {
+            "prompts": list(prompts),
+            "prompt_ids": prompt_ids,
+            "response_ids": response_ids,
+            "responses": self.tokenizer.batch_decode(response_ids, skip_special_tokens=True),
+            "ended": ended,
+            "version": self.version,
+            "max_new_tokens": max_new_tokens,
+            "seconds": time.perf_counter() - start,
+        }

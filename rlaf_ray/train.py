@@ -1,0 +1,264 @@
+"""Distributed PPO training: roles as Ray actors, learners as a Ray Train ``TorchTrainer``.
+
+The driver (``train``) checks everything it can, starts the rollout and reward actors, and runs
+the learner group. The PPO loop itself (``learner_loop``) runs on every learner rank and names the
+roles in order: ``generate`` (rollout actor) -> ``score`` (reward actor, fed the rollout's
+ObjectRef directly) -> ``update`` (local PPO step, gradients all-reduced by DDP) -> ``sync``
+(rank 0 puts the adapter in the object store once; every rollout actor loads it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import torch
+from ray.data import ExecutionOptions
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from rlaf_ray.checkpoint import LoopState, load_checkpoint, save_adapter, save_checkpoint
+from rlaf_ray.config import ConfigError, RoleResources, RunConfig, dump_yaml, from_dict, resolve_paths
+from rlaf_ray.data import build_prompt_dataset, check_data
+from rlaf_ray.models.policy import (
+    PolicyWithValueHead,
+    adapter_state_dict,
+    load_policy,
+    load_tokenizer,
+    trainable_parameters,
+)
+from rlaf_ray.models.tiny import resolve_model
+from rlaf_ray.ppo.learner import PPOLearner, collate, unwrap
+from rlaf_ray.reward import RewardWorker, check_reward
+from rlaf_ray.rollout import RolloutWorker
+from rlaf_ray.run_log import RunLog
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver side
+
+
+def prepare(cfg: RunConfig) -> RunConfig:
+    """Absolute paths, offline models built, data and reward checked: all before any actor."""
+    cfg = resolve_paths(cfg)
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, name_or_path=resolve_model(cfg.model.name_or_path,
+                                                                        cfg.run.cache_dir)),
+        reward=dataclasses.replace(cfg.reward, model_name_or_path=resolve_model(
+            cfg.reward.model_name_or_path, cfg.run.cache_dir)),
+    )
+    check_data(cfg.data)
+    check_reward(cfg.reward)
+    return cfg
+
+
+def actor_options(res: RoleResources, name: str) -> dict:
+    return {"name": name, "num_cpus": res.num_cpus, "num_gpus": res.num_gpus,
+            "resources": dict(res.resources)}
+
+
+@dataclass
+class Roles:
+    rollout: list
+    reward: list
+
+    def all(self) -> list:
+        return self.rollout + self.reward
+
+
+def start_roles(cfg: RunConfig) -> Roles:
+    """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard."""
+    config = cfg.to_dict()
+    prefix = f"rlaf:{cfg.run.name}"
+    rollout = [ray.remote(RolloutWorker).options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}"))
+               .remote(config, i) for i in range(cfg.resources.rollout.num_workers)]
+    reward = [ray.remote(RewardWorker).options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}"))
+              .remote(config, i) for i in range(cfg.resources.reward.num_workers)]
+    roles = Roles(rollout, reward)
+    ray.get([actor.ready.remote() for actor in roles.all()])
+    return roles
+
+
+def stop_roles(roles: Roles) -> None:
+    for actor in roles.all():
+        ray.kill(actor)
+
+
+def scaling_config(res: RoleResources) -> ScalingConfig:
+    per_worker = {"CPU": res.num_cpus, **res.resources}
+    if res.num_gpus:
+        per_worker["GPU"] = res.num_gpus
+    return ScalingConfig(num_workers=res.num_workers, use_gpu=res.num_gpus > 0,
+                         resources_per_worker=per_worker)
+
+
+def train(cfg: RunConfig) -> Path:
+    """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``."""
+    cfg = prepare(cfg)
+    if not ray.is_initialized():
+        ray.init()
+    dataset = build_prompt_dataset(cfg.data)
+    n_prompts = dataset.count()
+    if n_prompts < cfg.ppo.batch_size:
+        raise ConfigError([f"data: {n_prompts} prompts remain after filtering {cfg.data.path!r}, "
+                           f"fewer than ppo.batch_size={cfg.ppo.batch_size}"])
+
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+
+    roles = start_roles(cfg)
+    try:
+        trainer = TorchTrainer(
+            learner_loop,
+            train_loop_config={"config": cfg.to_dict(), "rollout": roles.rollout, "reward": roles.reward,
+                               "num_prompts": n_prompts},
+            scaling_config=scaling_config(cfg.resources.learner),
+            run_config=ray.train.RunConfig(
+                name=cfg.run.name,
+                storage_path=cfg.run.output_dir,
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+                failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            ),
+            datasets={"train": dataset},
+            # Same order every epoch given the seed: a resumed run can skip exactly what it saw.
+            dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        )
+        trainer.fit()
+    finally:
+        stop_roles(roles)
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------
+# Learner side (runs on every Ray Train worker)
+
+
+def sync_adapter(policy, rollout_workers: list, version: int) -> None:
+    """One ``ray.put`` of the LoRA tensors; every rollout actor loads the same object."""
+    ref = ray.put(adapter_state_dict(policy))
+    loaded = ray.get([w.load_adapter.remote(ref, version) for w in rollout_workers])
+    if loaded != [version] * len(rollout_workers):
+        raise RuntimeError(f"adapter sync: rollout workers report versions {loaded}, expected {version}")
+
+
+def prompt_batches(shard, batch_size: int, state: LoopState, seed: int):
+    """Yield ``(epoch, batches_done_in_epoch, prompts)`` forever, starting at ``state``."""
+    epoch, skip = state.epoch, state.batches_in_epoch
+    while True:
+        produced = 0
+        batches = shard.iter_batches(batch_size=batch_size, drop_last=True, batch_format="numpy",
+                                     local_shuffle_buffer_size=batch_size * 4,
+                                     local_shuffle_seed=seed + epoch)
+        for index, batch in enumerate(batches):
+            produced += 1
+            if index < skip:
+                continue
+            yield epoch, index + 1, [str(p) for p in batch["prompt"]]
+        if produced == 0:
+            raise RuntimeError(f"data: this learner's shard has fewer than {batch_size} prompts")
+        epoch, skip = epoch + 1, 0
+
+
+def iteration_seed(cfg: RunConfig, iteration: int, rank: int) -> int:
+    return (cfg.ppo.seed * 1_000_003 + iteration * 1009 + rank) % (2**31)
+
+
+def learner_loop(loop_config: dict) -> None:
+    from trl.trainer.utils import disable_dropout_in_model
+
+    cfg = from_dict(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rollout = loop_config["rollout"][rank % len(loop_config["rollout"])]
+    reward = loop_config["reward"][rank % len(loop_config["reward"])]
+    torch.manual_seed(cfg.ppo.seed)
+
+    tokenizer = load_tokenizer(cfg.model)
+    policy = load_policy(cfg.model, cfg.lora)
+    # Dropout off: old log-probs, reference and updates then see the same network.
+    disable_dropout_in_model(policy)
+    inner = PolicyWithValueHead(policy)
+    model = prepare_model(inner)  # moves to the device; DDP when world > 1
+    learner = PPOLearner(cfg.ppo, model, temperature=cfg.generation.temperature)
+    trainable, total = trainable_parameters(inner)
+
+    state = LoopState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(Path(directory), unwrap(model), learner)
+    log = RunLog(cfg.run_dir, cfg.ppo.num_iterations, resume_from=state.iteration) if rank == 0 else None
+    if rank == 0:
+        print(f"[rlaf] learners={world} trainable parameters {trainable:,} of {total:,} "
+              f"({100 * trainable / total:.3f}%), starting at iteration {state.iteration}", flush=True)
+        sync_adapter(policy, loop_config["rollout"], state.iteration)
+    barrier()
+
+    per_rank = cfg.ppo.batch_size // world
+    shard = ray.train.get_dataset_shard("train")
+    batches = prompt_batches(shard, per_rank, state, seed=cfg.data.seed * 7919 + rank)
+    while state.iteration < cfg.ppo.num_iterations:
+        t_start = time.perf_counter()
+        state.epoch, state.batches_in_epoch, prompts = next(batches)
+
+        # generate -> score: the rollout goes to the reward actor as an ObjectRef.
+        rollout_ref = rollout.generate.remote(prompts, iteration_seed(cfg, state.iteration, rank))
+        score_ref = reward.score.remote(rollout_ref)
+        out, scored = ray.get([rollout_ref, score_ref])
+        if out["version"] != state.iteration:
+            raise RuntimeError(f"rollout used adapter version {out['version']}, expected {state.iteration}")
+        t_rollout = time.perf_counter()
+
+        # update
+        batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id, learner.device)
+        metrics = learner.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
+        state.iteration += 1
+        t_learn = time.perf_counter()
+
+        # sync
+        if rank == 0:
+            sync_adapter(policy, loop_config["rollout"], state.iteration)
+        barrier()
+        t_end = time.perf_counter()
+
+        metrics.update({
+            "time/generate": out["seconds"], "time/score": scored["seconds"],
+            "time/rollout_wall": t_rollout - t_start, "time/learn": t_learn - t_rollout,
+            "time/sync": t_end - t_learn, "time/iteration": t_end - t_start,
+            "perf/samples_per_second": cfg.ppo.batch_size / (t_end - t_start),
+            "policy/version": state.iteration, "data/epoch": state.epoch,
+            "params/trainable": trainable,
+        })
+        if log is not None:
+            log.write(state.iteration, metrics)
+        report(cfg, state, metrics, unwrap(model), learner, rank)
+
+    if rank == 0:
+        save_adapter(unwrap(model), cfg.run_dir / "final", tokenizer)
+        log.close()
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def report(cfg: RunConfig, state: LoopState, metrics: dict, model: PolicyWithValueHead,
+           learner: PPOLearner, rank: int) -> None:
+    """Report metrics to Ray Train (every rank: it is a barrier); rank 0 attaches checkpoints."""
+    due = state.iteration % cfg.run.checkpoint_every == 0 or state.iteration == cfg.ppo.num_iterations
+    metrics = {**metrics, "iteration": state.iteration}
+    if not due or rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_checkpoint(Path(directory), model, learner, state)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=f"checkpoint_{state.iteration:06d}")
