@@ -186,7 +186,9 @@ def learner_loop(loop_config: dict) -> None:
     disable_dropout_in_model(policy)
     inner = PolicyWithValueHead(policy)
     model = prepare_model(inner)  # moves to the device; DDP when world > 1
-    learner = PPOLearner(cfg.ppo, model, temperature=cfg.generation.temperature)
+    eos = cfg.generation.eos_token_id if cfg.generation.eos_token_id is not None else tokenizer.eos_token_id
+    learner = PPOLearner(cfg.ppo, model, temperature=cfg.generation.temperature, eos_token_id=eos,
+                         min_new_tokens=cfg.generation.min_new_tokens)
     trainable, total = trainable_parameters(inner)
 
     state = LoopState()

@@ -81,10 +81,13 @@ def global_masked_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
 
 
 class PPOLearner:
-    def __init__(self, cfg: PPOConfig, model: nn.Module, temperature: float = 1.0):
+    def __init__(self, cfg: PPOConfig, model: nn.Module, temperature: float = 1.0,
+                 eos_token_id: int | None = None, min_new_tokens: int = 0):
         self.cfg = cfg
         self.model = model  # possibly DDP-wrapped; unwrap(model) for no-grad passes
         self.temperature = temperature
+        self.eos_token_id = eos_token_id
+        self.min_new_tokens = min_new_tokens
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
         self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
@@ -101,6 +104,13 @@ class PPOLearner:
         start, end = batch.prompt_len - 1, batch.input_ids.shape[1] - 1
         # Sampling used this temperature, so the log-probs must too.
         logits = logits[:, start:end].float() / self.temperature
+        if self.min_new_tokens and self.eos_token_id is not None:
+            # Generation could not pick EOS before min_new_tokens: score with the same rule, or
+            # the update pushes probability onto an EOS that is never sampled there (and the
+            # measured KL turns negative).
+            logits = logits.clone()
+            # The most negative finite value, not -inf: entropy's p * log p stays 0, not NaN.
+            logits[:, : self.min_new_tokens, self.eos_token_id] = torch.finfo(logits.dtype).min
         logprobs = selective_log_softmax(logits, batch.response_ids)
         entropy = entropy_from_logits(logits) if need_entropy else None
         return logprobs, values[:, start:end].float(), entropy

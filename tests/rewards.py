@@ -1,0 +1,29 @@
+"""Rewards with a known answer, named in configs as ``tests.rewards:<function>``."""
+
+from __future__ import annotations
+
+import math
+
+from rlaf_ray.models.tiny import INSULTS
+
+
+def insult_free(prompts, responses):
+    """1 minus the share of words that are insults: the best policy never insults."""
+    scores = []
+    for response in responses:
+        words = [w.strip(".,!?").lower() for w in response.split()]
+        scores.append(1.0 - sum(w in INSULTS for w in words) / max(len(words), 1))
+    return scores
+
+
+def every_other_nan(prompts, responses):
+    return [math.nan if i % 2 else 1.0 for i in range(len(responses))]
+
+
+def prefers_and(prompts, responses):
+    """Share of the response's words that are "and": a single preferred token."""
+    scores = []
+    for response in responses:
+        words = [w.strip(".,!?").lower() for w in response.split()]
+        scores.append(sum(w == "and" for w in words) / max(len(words), 1))
+    return scores

@@ -1,0 +1,115 @@
+"""Configuration: YAML + overrides, one clear line per problem, errors before anything starts."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rlaf_ray.config import ConfigError, RunConfig, from_dict, load_config, parse_overrides
+
+REPO_CONFIG = "jobs/configs/offline_tiny.yaml"
+
+
+def problems(data: dict) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        from_dict(data)
+    return err.value.problems
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("ppo:\n  batch_size: 8\n  num_minibatches: 2\nlora:\n  r: 4\n")
+    cfg = load_config(path, ["lora.r=16", "generation.max_new_tokens=[4,9]", "ppo.adaptive_kl=true",
+                             "lora.target_modules=[q_proj,v_proj]", "reward.callable=null"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.ppo.batch_size == 8 and cfg.lora.r == 16
+    assert cfg.generation.max_new_tokens == [4, 9]
+    assert cfg.ppo.adaptive_kl is True
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.reward.callable is None
+
+
+def test_parse_overrides_nested_and_bad():
+    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        parse_overrides(["nokey"])
+
+
+def test_unknown_key_names_valid_keys_near_it():
+    (line,) = problems({"ppo": {"learning_rat": 1e-4}})
+    assert line.startswith("ppo.learning_rat: unknown key")
+    assert "did you mean learning_rate?" in line
+    assert "cliprange" in line  # lists the valid keys of the section
+
+
+def test_unknown_section():
+    (line,) = problems({"optim": {}})
+    assert line.startswith("optim: unknown key") and "valid keys in the top level" in line
+
+
+def test_bad_values_name_field_and_range():
+    lines = problems({"ppo": {"cliprange": 1.5, "gamma": -0.1}, "generation": {"top_p": 0},
+                      "lora": {"r": 0}})
+    assert any(l.startswith("ppo.cliprange: 1.5 is out of range; allowed (0.0, 1.0]") for l in lines)
+    assert any(l.startswith("ppo.gamma: -0.1 is out of range") for l in lines)
+    assert any(l.startswith("generation.top_p: 0") for l in lines)
+    assert any(l.startswith("lora.r: 0 is out of range; allowed [1, inf]") for l in lines)
+    assert len(lines) == 4  # one line per problem
+
+
+def test_bad_types_and_choices():
+    lines = problems({"ppo": {"batch_size": "big"}, "model": {"dtype": "fp8"}})
+    assert "ppo.batch_size: expected an integer, got 'big'" in lines
+    assert any(l.startswith("model.dtype: expected one of 'fp32' | 'bf16' | 'fp16'") for l in lines)
+
+
+def test_batch_must_divide_across_learners_and_minibatches():
+    (line,) = problems({"ppo": {"batch_size": 10}, "resources": {"learner": {"num_workers": 4}}})
+    assert line == "ppo.batch_size: 10 does not divide across resources.learner.num_workers=4 learners"
+    (line,) = problems({"ppo": {"batch_size": 12, "num_minibatches": 4},
+                        "resources": {"learner": {"num_workers": 2}}})
+    assert "6 prompts per learner (12/2) do not divide into ppo.num_minibatches=4" in line
+
+
+def test_max_new_tokens_range_and_callable():
+    lines = problems({"generation": {"max_new_tokens": [9, 3]},
+                      "reward": {"callable": "no_such_module_xyz:f"}})
+    assert any(l.startswith("generation.max_new_tokens: expected an integer or [low, high]") for l in lines)
+    assert any(l.startswith("reward.callable: cannot import module 'no_such_module_xyz'") for l in lines)
+
+
+def test_shipped_configs_are_valid():
+    for path in ("jobs/configs/offline_tiny.yaml", "jobs/configs/tinyllama_dialogsum.yaml"):
+        load_config(path)
+
+
+def test_cli_reports_every_problem_before_starting_ray(tmp_path):
+    """The CLI exits 2 with one line per problem; no Ray session is created."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rlaf_ray", "train", "--config", REPO_CONFIG, "ppo.batch_size=7",
+         "ppo.cliprange=2", f"run.output_dir={tmp_path}/out"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("rlaf-ray: error:")]
+    assert len(errors) == 2
+    assert any("ppo.batch_size: 7 does not divide" in l for l in errors)
+    assert any("ppo.cliprange: 2" in l for l in errors)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_data_errors_before_actors(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rlaf_ray", "train", "--config", REPO_CONFIG,
+         f"data.path={tmp_path}/missing.jsonl", f"run.cache_dir={tmp_path}/cache"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert f"rlaf-ray: error: data.path '{tmp_path}/missing.jsonl': file not found" in result.stderr
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "rlaf_ray", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "rlaf_ray", "train", "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "--config" in out.stdout and "key=value" in out.stdout

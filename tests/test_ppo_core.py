@@ -1,0 +1,102 @@
+"""PPO math against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from rlaf_ray.ppo import core
+
+MASK = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+X = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, 5.0, -7.0, 9.0]])
+
+
+def test_masked_mean_and_variance():
+    # masked entries: 1, 2, 3, 4, 5 -> mean 3, unbiased variance (4+1+0+1+4)/4 = 2.5
+    assert core.masked_mean(X, MASK).item() == pytest.approx(3.0)
+    assert core.masked_var(X, MASK).item() == pytest.approx(2.5)
+    assert core.masked_var(X, MASK, unbiased=False).item() == pytest.approx(2.0)
+    assert core.masked_mean(X, MASK, dim=1).tolist() == pytest.approx([2.0, 4.5])
+
+
+def test_masked_mean_of_empty_mask_is_zero_not_nan():
+    assert core.masked_mean(X, torch.zeros_like(MASK)).item() == 0.0
+
+
+def test_masked_whiten():
+    w = core.masked_whiten(X, MASK)
+    expected = (torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]) - 3.0) / math.sqrt(2.5)
+    assert w[MASK.bool()].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    assert w[~MASK.bool()].tolist() == [0.0, 0.0, 0.0]
+    kept = core.masked_whiten(X, MASK, shift_mean=False)
+    assert core.masked_mean(kept, MASK).item() == pytest.approx(3.0, abs=1e-6)
+
+
+def test_kl_estimators():
+    logp = torch.tensor([math.log(0.5)])
+    ref = torch.tensor([math.log(0.25)])
+    log_r = math.log(2.0)
+    assert core.kl_estimate(logp, ref, "k1").item() == pytest.approx(log_r)
+    assert core.kl_estimate(logp, ref, "k2").item() == pytest.approx(0.5 * log_r**2)
+    # k3 = (p_ref/p - 1) - log(p_ref/p) = (0.5 - 1) + log 2
+    assert core.kl_estimate(logp, ref, "k3").item() == pytest.approx(-0.5 + log_r)
+    assert core.kl_estimate(ref, ref, "k3").item() == 0.0
+    with pytest.raises(ValueError, match="k1, k2 or k3"):
+        core.kl_estimate(logp, ref, "k4")
+
+
+def test_shaped_rewards_put_score_on_last_response_token():
+    kl = torch.tensor([[0.1, 0.2, 0.3, 9.0], [0.5, -0.5, 9.0, 9.0]])
+    r = core.shaped_rewards(torch.tensor([1.0, 2.0]), kl, MASK, kl_coef=0.5)
+    assert r.tolist()[0] == pytest.approx([-0.05, -0.1, -0.15 + 1.0, 0.0])
+    assert r.tolist()[1] == pytest.approx([-0.25, 0.25 + 2.0, 0.0, 0.0])
+
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 7.0]])  # the last value sits on padding
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    gamma, lam = 0.9, 0.8
+    d2 = 1.0 + 0.0 - 0.3  # no bootstrap past the last real token
+    d1 = 0.0 + gamma * 0.3 - 0.4
+    d0 = 0.0 + gamma * 0.4 - 0.5
+    a2 = d2
+    a1 = d1 + gamma * lam * a2
+    a0 = d0 + gamma * lam * a1
+    adv, ret = core.gae(rewards, values, mask, gamma, lam)
+    assert adv.tolist()[0] == pytest.approx([a0, a1, a2, 0.0])
+    assert ret.tolist()[0] == pytest.approx([a0 + 0.5, a1 + 0.4, a2 + 0.3, 0.0])
+
+
+def test_clipped_policy_loss_by_hand():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.7, 1.1]]))  # ratios 1.5, 0.7, 1.1
+    adv = torch.tensor([[1.0, -1.0, 2.0]])
+    mask = torch.ones(1, 3)
+    out = core.clipped_policy_loss(new, old, adv, mask, cliprange=0.2)
+    # per token max(-A r, -A clip(r)): max(-1.5, -1.2) = -1.2; max(0.7, 0.8) = 0.8; max(-2.2, -2.2)
+    assert out.loss.item() == pytest.approx((-1.2 + 0.8 - 2.2) / 3)
+    assert out.clip_fraction.item() == pytest.approx(2 / 3)
+    expected_kl = 0.5 * sum(math.log(r) ** 2 for r in (1.5, 0.7, 1.1)) / 3
+    assert out.approx_kl.item() == pytest.approx(expected_kl, rel=1e-5)
+
+
+def test_clipped_value_loss_by_hand():
+    values = torch.tensor([[1.0, 0.0]])
+    old = torch.tensor([[0.0, 0.0]])
+    returns = torch.tensor([[0.5, 1.0]])
+    loss, clipfrac = core.clipped_value_loss(values, old, returns, torch.ones(1, 2), cliprange_value=0.2)
+    # token 0: unclipped (1-0.5)^2=0.25, clipped (0.2-0.5)^2=0.09 -> 0.25; token 1: 1.0 both
+    assert loss.item() == pytest.approx(0.5 * (0.25 + 1.0) / 2)
+    assert clipfrac.item() == 0.0
+
+
+def test_adaptive_kl_controller_moves_toward_target():
+    ctl = core.AdaptiveKLController(0.2, target=6.0, horizon=100)
+    ctl.update(current_kl=12.0, n_steps=10)  # error clipped to +0.2 -> x1.02
+    assert ctl.value == pytest.approx(0.2 * 1.02)
+    ctl.update(current_kl=3.0, n_steps=10)  # error -0.5 clipped to -0.2 -> x0.98
+    assert ctl.value == pytest.approx(0.2 * 1.02 * 0.98)
+    fixed = core.FixedKLController(0.3)
+    fixed.update(100.0, 10)
+    assert fixed.value == 0.3

@@ -1,0 +1,81 @@
+"""Rollout worker: batched generation lengths, EOS handling, seeds, adapter versions."""
+
+import pytest
+import torch
+
+from rlaf_ray.config import from_dict
+from rlaf_ray.models.policy import adapter_state_dict
+from rlaf_ray.rollout import RolloutWorker, sample_max_new_tokens
+
+PROMPTS = ["#Person1#: Hello, how are you?", "Summarize the following conversation.",
+           "#Person2#: I want to book a train ticket to the coast for Saturday, please."]
+
+
+def make_worker(policy_path, **generation):
+    return RolloutWorker(from_dict({"model": {"name_or_path": policy_path},
+                                    "generation": generation}).to_dict())
+
+
+def test_length_range_sampled_per_batch():
+    draws = {sample_max_new_tokens([3, 6], seed) for seed in range(200)}
+    assert draws == {3, 4, 5, 6}
+    assert sample_max_new_tokens(7, 123) == 7
+
+
+def test_batched_generation_respects_lengths(policy_path):
+    # The generation's own token id that never occurs stands in for EOS: no response ends early.
+    worker = make_worker(policy_path, max_new_tokens=[4, 7], min_new_tokens=2, eos_token_id=0)
+    for seed in range(4):
+        out = worker.generate(PROMPTS, seed=seed)
+        n = out["max_new_tokens"]
+        assert 4 <= n <= 7
+        assert [len(r) for r in out["response_ids"]] == [n] * 3
+        assert out["ended"] == [False] * 3
+        # prompts come back unpadded, as the tokenizer encodes them one by one
+        for prompt, ids in zip(PROMPTS, out["prompt_ids"]):
+            assert ids == worker.tokenizer(prompt)["input_ids"]
+
+
+def test_eos_ends_responses(policy_path):
+    worker = make_worker(policy_path, max_new_tokens=40)
+    eos = worker.tokenizer.eos_token_id
+    out = worker.generate(PROMPTS * 4, seed=0)
+    assert any(out["ended"]), "the tiny policy was trained to end its lines with EOS"
+    for ids, ended in zip(out["response_ids"], out["ended"]):
+        assert ids.count(eos) == (1 if ended else 0)
+        if ended:
+            assert ids[-1] == eos
+        else:
+            assert len(ids) == 40
+
+
+def test_min_new_tokens_delays_eos(policy_path):
+    worker = make_worker(policy_path, max_new_tokens=12, min_new_tokens=12)
+    out = worker.generate(PROMPTS * 4, seed=0)
+    assert all(len(r) == 12 for r in out["response_ids"])
+
+
+def test_seed_determinism(policy_path):
+    worker = make_worker(policy_path, max_new_tokens=[5, 12], top_p=0.9, top_k=50, temperature=0.8,
+                         repetition_penalty=1.1)
+    a, b = worker.generate(PROMPTS, seed=7), worker.generate(PROMPTS, seed=7)
+    c = worker.generate(PROMPTS, seed=8)
+    assert a["response_ids"] == b["response_ids"] and a["responses"] == b["responses"]
+    assert a["response_ids"] != c["response_ids"]
+
+
+def test_load_adapter_sets_version_and_changes_output(policy_path):
+    worker = make_worker(policy_path, max_new_tokens=10)
+    before = worker.generate(PROMPTS, seed=3)
+    assert before["version"] == 0
+    state = {k: torch.randn_like(v) * 0.5 for k, v in adapter_state_dict(worker.model).items()}
+    assert worker.load_adapter(state, 5) == 5
+    after = worker.generate(PROMPTS, seed=3)
+    assert after["version"] == 5
+    assert after["response_ids"] != before["response_ids"]
+
+
+def test_bad_adapter_state_is_refused(policy_path):
+    worker = make_worker(policy_path)
+    with pytest.raises(ValueError, match="do not belong to this model"):
+        worker.load_adapter({"base_model.model.nope.lora_A.weight": torch.zeros(1)}, 1)
