@@ -221,6 +221,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # PyYAML reads "4e-3" (no dot) as a string: accept it where a number is expected.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ValueError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

@@ -21,9 +21,5 @@ def every_other_nan(prompts, responses):
 
 
 def prefers_and(prompts, responses):
-    """Share of the response's words that are "and": a single preferred token."""
-    scores = []
-    for response in responses:
-        words = [w.strip(".,!?").lower() for w in response.split()]
-        scores.append(sum(w == "and" for w in words) / max(len(words), 1))
-    return scores
+    """How many of the response's words are "and": a single preferred token."""
+    return [float(sum(w.strip(".,!?").lower() == "and" for w in r.split())) for r in responses]

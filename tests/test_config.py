@@ -20,13 +20,15 @@ def test_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("ppo:\n  batch_size: 8\n  num_minibatches: 2\nlora:\n  r: 4\n")
     cfg = load_config(path, ["lora.r=16", "generation.max_new_tokens=[4,9]", "ppo.adaptive_kl=true",
-                             "lora.target_modules=[q_proj,v_proj]", "reward.callable=null"])
+                             "lora.target_modules=[q_proj,v_proj]", "reward.callable=null",
+                             "ppo.learning_rate=4e-3"])
     assert isinstance(cfg, RunConfig)
     assert cfg.ppo.batch_size == 8 and cfg.lora.r == 16
     assert cfg.generation.max_new_tokens == [4, 9]
     assert cfg.ppo.adaptive_kl is True
     assert cfg.lora.target_modules == ["q_proj", "v_proj"]
     assert cfg.reward.callable is None
+    assert cfg.ppo.learning_rate == 4e-3  # YAML reads 4e-3 as a string; still a number here
 
 
 def test_parse_overrides_nested_and_bad():

@@ -26,8 +26,9 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
         policy_path, classifier_path, tmp_path,
         reward={"callable": "tests.rewards:prefers_and"},
         generation={"max_new_tokens": [10, 16], "min_new_tokens": 8},
+        lora={"target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
         ppo={"num_iterations": 18, "batch_size": 16, "num_minibatches": 2, "ppo_epochs": 4,
-             "learning_rate": 4e-3, "kl_coef": 0.05},
+             "learning_rate": 4e-3, "kl_coef": 0.02},
         run={"checkpoint_every": 6},
     )
     run_dir = train(from_dict(config))
@@ -39,8 +40,9 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
             assert math.isfinite(m[key]), key
     first = sum(m["reward/mean"] for m in metrics[:4]) / 4
     last = sum(m["reward/mean"] for m in metrics[-4:]) / 4
-    assert last > first + 0.04 and last > 1.5 * first, (first, last)
-    assert max(m["kl/mean"] for m in metrics) < 20
+    # "and" per response: about 0.5 at the start; the trained policy uses it several times.
+    assert last > first + 1.0 and last > 2 * first, (first, last)
+    assert max(m["kl/mean"] for m in metrics) < 100
 
     # final/adapter is a standard PEFT directory.
     base = AutoModelForCausalLM.from_pretrained(policy_path)
@@ -70,7 +72,7 @@ def test_classifier_reward_run(ray_local, policy_path, classifier_path, tmp_path
     run_dir = train(from_dict(config))
     metrics = read_metrics(run_dir)
     assert len(metrics) == 2
-    # nothate logits of the tiny classifier lie well away from 0 and vary with the text
-    assert all(m["reward/std"] > 0.01 and m["reward/non_finite"] == 0 for m in metrics)
+    # raw nothate logits of the tiny classifier: well away from 0 (about -3 to +3)
+    assert all(abs(m["reward/mean"]) > 0.5 and m["reward/non_finite"] == 0 for m in metrics)
     state = torch.load(run_dir / "checkpoint_000002" / "learner.pt", weights_only=True)
     assert set(state) == {"optimizer", "kl_ctl", "generator"}
