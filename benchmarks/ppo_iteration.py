@@ -31,16 +31,20 @@ def main() -> None:
                                         "run.name=bench", *args.overrides])
         run_dir = train(cfg)
         rows = read_metrics(run_dir)[args.warmup:]
-    total = statistics.median(r["time/iteration"] for r in rows)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    total = median("time/iteration")
     print(f"iterations measured: {len(rows)} (after {args.warmup} warm-up)")
     print(f"global batch: {cfg.ppo.batch_size} prompts, learners: {cfg.resources.learner.num_workers}")
     print(f"median seconds per iteration: {total:.3f}")
-    print(f"median samples per second: {statistics.median(r['perf/samples_per_second'] for r in rows):.2f}")
-    print(f"median response length: {statistics.median(r['response/length_mean'] for r in rows):.1f} tokens")
+    print(f"median samples per second: {median('perf/samples_per_second'):.2f}")
+    print(f"median response length: {median('response/length_mean'):.1f} tokens")
     for phase in PHASES:
-        seconds = statistics.median(r[phase] for r in rows)
+        seconds = median(phase)
         print(f"  {phase:<16} {seconds:7.3f} s  {100 * seconds / total:5.1f}% of the iteration")
-    rollout_wall = statistics.median(r["time/rollout_wall"] for r in rows)
+    rollout_wall = median("time/rollout_wall")
     print(f"  {'rollout wall':<16} {rollout_wall:7.3f} s  (generate + score + transfers, as seen by a learner)")
 
 

@@ -37,14 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         if args.command == "train":
-            from rlaf_ray.train import prepare, train  # heavy imports only when needed
+            from rlaf_ray.train import train  # heavy imports only when needed
 
-            prepare(cfg)  # every check that needs no actor, before Ray starts
-            if args.address:
-                import ray
-
-                ray.init(address=args.address)
-            run_dir = train(cfg)
+            run_dir = train(cfg, address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
     except ConfigError as err:
         for line in err.problems:

@@ -12,7 +12,7 @@ from transformers import GenerationConfig
 
 from rlaf_ray.config import GenerationConfig as GenerationSettings
 from rlaf_ray.config import RunConfig, from_dict
-from rlaf_ray.models.policy import load_adapter_state, load_policy, load_tokenizer
+from rlaf_ray.models.policy import eos_token_id, load_adapter_state, load_policy, load_tokenizer
 
 
 def sample_max_new_tokens(setting: int | list[int], seed: int) -> int:
@@ -41,8 +41,7 @@ class RolloutWorker:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = load_tokenizer(self.cfg.model)
         self.model = load_policy(self.cfg.model, self.cfg.lora).to(self.device).eval()
-        g = self.cfg.generation
-        self.eos_token_id = g.eos_token_id if g.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_token_id = eos_token_id(self.cfg.generation, self.tokenizer)
         # Version of the adapter in use: 0 is the untrained adapter, then one per PPO update.
         self.version = 0
 

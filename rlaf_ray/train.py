@@ -28,6 +28,7 @@ from rlaf_ray.data import build_prompt_dataset, check_data
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
+    eos_token_id,
     load_policy,
     load_tokenizer,
     trainable_parameters,
@@ -98,11 +99,14 @@ def scaling_config(res: RoleResources) -> ScalingConfig:
                          resources_per_worker=per_worker)
 
 
-def train(cfg: RunConfig) -> Path:
-    """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``."""
-    cfg = prepare(cfg)
+def train(cfg: RunConfig, address: str | None = None) -> Path:
+    """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``.
+
+    ``address``: a Ray cluster to join (default: RAY_ADDRESS, else a local instance).
+    """
+    cfg = prepare(cfg)  # every check that needs no actor, before Ray starts
     if not ray.is_initialized():
-        ray.init()
+        ray.init(address=address)
     dataset = build_prompt_dataset(cfg.data)
     n_prompts = dataset.count()
     if n_prompts < cfg.ppo.batch_size:
@@ -186,9 +190,7 @@ def learner_loop(loop_config: dict) -> None:
     disable_dropout_in_model(policy)
     inner = PolicyWithValueHead(policy)
     model = prepare_model(inner)  # moves to the device; DDP when world > 1
-    eos = cfg.generation.eos_token_id if cfg.generation.eos_token_id is not None else tokenizer.eos_token_id
-    learner = PPOLearner(cfg.ppo, model, temperature=cfg.generation.temperature, eos_token_id=eos,
-                         min_new_tokens=cfg.generation.min_new_tokens)
+    learner = PPOLearner(cfg.ppo, model, cfg.generation, eos_token_id(cfg.generation, tokenizer))
     trainable, total = trainable_parameters(inner)
 
     state = LoopState()

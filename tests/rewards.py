@@ -7,11 +7,15 @@ import math
 from rlaf_ray.models.tiny import INSULTS
 
 
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?").lower() for w in text.split()]
+
+
 def insult_free(prompts, responses):
     """1 minus the share of words that are insults: the best policy never insults."""
     scores = []
     for response in responses:
-        words = [w.strip(".,!?").lower() for w in response.split()]
+        words = _words(response)
         scores.append(1.0 - sum(w in INSULTS for w in words) / max(len(words), 1))
     return scores
 
@@ -22,4 +26,4 @@ def every_other_nan(prompts, responses):
 
 def prefers_and(prompts, responses):
     """How many of the response's words are "and": a single preferred token."""
-    return [float(sum(w.strip(".,!?").lower() == "and" for w in r.split())) for r in responses]
+    return [float(_words(r).count("and")) for r in responses]

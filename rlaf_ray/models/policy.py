@@ -7,6 +7,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from rlaf_ray.config import GenerationConfig as GenerationSettings
 from rlaf_ray.config import LoraSettings, ModelConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -23,6 +24,11 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def eos_token_id(generation: GenerationSettings, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The EOS id that ends responses: the configured one, else the tokenizer's."""
+    return generation.eos_token_id if generation.eos_token_id is not None else tokenizer.eos_token_id
 
 
 def load_base_model(model_cfg: ModelConfig) -> nn.Module:

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
+from rlaf_ray.config import GenerationConfig as GenerationSettings
 from rlaf_ray.config import PPOConfig
 from rlaf_ray.models.policy import PolicyWithValueHead
 from rlaf_ray.ppo import core
@@ -81,15 +82,15 @@ def global_masked_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
 
 
 class PPOLearner:
-    def __init__(self, cfg: PPOConfig, model: nn.Module, temperature: float = 1.0,
-                 eos_token_id: int | None = None, min_new_tokens: int = 0):
+    def __init__(self, cfg: PPOConfig, model: nn.Module,
+                 generation: GenerationSettings | None = None, eos_token_id: int | None = None):
         self.cfg = cfg
         self.model = model  # possibly DDP-wrapped; unwrap(model) for no-grad passes
-        self.temperature = temperature
+        # Log-probs must follow the sampling rules the rollout used (temperature, min_new_tokens).
+        self.generation = generation or GenerationSettings()
         self.eos_token_id = eos_token_id
-        self.min_new_tokens = min_new_tokens
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate)
         self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
                        if cfg.adaptive_kl else core.FixedKLController(cfg.kl_coef))
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -103,14 +104,15 @@ class PPOLearner:
         logits, values = model(batch.input_ids, batch.attention_mask, batch.position_ids)
         start, end = batch.prompt_len - 1, batch.input_ids.shape[1] - 1
         # Sampling used this temperature, so the log-probs must too.
-        logits = logits[:, start:end].float() / self.temperature
-        if self.min_new_tokens and self.eos_token_id is not None:
+        # A new tensor (out-of-place division), so the EOS mask below can write into it.
+        logits = logits[:, start:end].float() / self.generation.temperature
+        min_new = self.generation.min_new_tokens
+        if min_new and self.eos_token_id is not None:
             # Generation could not pick EOS before min_new_tokens: score with the same rule, or
             # the update pushes probability onto an EOS that is never sampled there (and the
-            # measured KL turns negative).
-            logits = logits.clone()
-            # The most negative finite value, not -inf: entropy's p * log p stays 0, not NaN.
-            logits[:, : self.min_new_tokens, self.eos_token_id] = torch.finfo(logits.dtype).min
+            # measured KL turns negative). The most negative finite value, not -inf, so that
+            # entropy's p * log p stays 0, not NaN.
+            logits[:, :min_new, self.eos_token_id] = torch.finfo(logits.dtype).min
         logprobs = selective_log_softmax(logits, batch.response_ids)
         entropy = entropy_from_logits(logits) if need_entropy else None
         return logprobs, values[:, start:end].float(), entropy
@@ -172,11 +174,10 @@ class PPOLearner:
                 loss = pg.loss + cfg.vf_coef * vf_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # DDP all-reduces gradients here
-                params = [p for g in self.optimizer.param_groups for p in g["params"]]
                 if cfg.max_grad_norm is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 else:
-                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
                 self.optimizer.step()
                 stats["policy_loss"].append(pg.loss.item())
                 stats["value_loss"].append(vf_loss.item())
