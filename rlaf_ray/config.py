@@ -77,16 +77,46 @@ class RewardConfig:
     trust_remote_code: bool = False
 
 
+SPLITS = ("train", "eval", "test")
+
+
 @dataclass
 class DataConfig:
+    # dialogsum | real_toxicity_prompts | dialoconan | files (see rlaf_ray.data.SOURCES)
     source: str = "dialogsum"
-    path: str = "jobs/data/dialogsum_sample.jsonl"
-    text_column: str = "dialogue"
-    template: str = "\nSummarize the following conversation.\n\n{dialogue}\n\nSummary:\n"
-    min_chars: int = 200
-    max_chars: int = 1000
-    max_rows: int | None = None
+    # A local .jsonl/.json/.csv/.parquet file in the source's shape ("{split}" in the name: one
+    # file per split), or a dataset-hub name; null: the source's usual hub dataset.
+    path: str | None = "jobs/data/dialogsum/{split}.jsonl"
+    # Our split -> the dataset's own split name (hub splits and "{split}" files).
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "eval": "validation",
+                                                            "test": "test"})
+    # Seeded held-out shares carved from the train split (for datasets with one split). Above 0
+    # they replace the dataset's own eval/test split; a prompt always lands in the same split.
+    eval_fraction: float = 0.0
+    test_fraction: float = 0.0
+    # Row caps per split after the seeded shuffle, e.g. {train: 1000, eval: 100, test: 100}.
+    max_rows: dict[str, int] = field(default_factory=dict)
+    shuffle: bool = True
     seed: int = 0
+    # null: the source's default (dialogsum: "dialogue", files: "text").
+    text_column: str | None = None
+    # Column holding the reference reply (files source; the others know theirs).
+    reference_column: str | None = None
+    # Prompt template with {column} placeholders; null: the source's default.
+    template: str | None = None
+    # Length filter on the source text in characters (the seeds kept dialogues of 200..1000).
+    min_chars: int = 0
+    max_chars: int | None = None
+    # real_toxicity_prompts: keep only the challenging subset / filter on prompt.toxicity.
+    challenging_only: bool = False
+    min_prompt_toxicity: float | None = None
+    max_prompt_toxicity: float | None = None
+    # Prompts longer than model.max_prompt_length tokens: truncated from the left, or dropped.
+    too_long: Literal["truncate", "drop"] = "truncate"
+    # Keep the prepared prompts in Ray's object store (spilled to disk beyond its size) after the
+    # first pass, so epochs do not read, shuffle and tokenize again. Off: every epoch re-runs
+    # the streaming pipeline (for splits larger than the cluster's object store and disk).
+    cache_in_object_store: bool = True
     # CPUs per Ray Data task: Ray Data defaults to 1, which stalls a small machine whose CPUs are
     # all reserved by the actors.
     num_cpus_per_task: float = 0.25
@@ -395,11 +425,24 @@ def validate(c: RunConfig) -> list[str]:
 
     d = c.data
     # data.source is checked against the registered sources by rlaf_ray.data (layers point up).
+    for key in d.splits:
+        if key not in SPLITS:
+            p.append(f"data.splits.{key}: unknown split; expected {', '.join(SPLITS)}")
+    for key, value in d.max_rows.items():
+        if key not in SPLITS:
+            p.append(f"data.max_rows.{key}: unknown split; expected {', '.join(SPLITS)}")
+        _range(p, f"data.max_rows.{key}", value, 1)
+    _range(p, "data.eval_fraction", d.eval_fraction, 0.0, 1.0, high_open=True)
+    _range(p, "data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True)
+    if d.eval_fraction + d.test_fraction >= 1.0:
+        p.append(f"data.eval_fraction + data.test_fraction: {d.eval_fraction + d.test_fraction} "
+                 "leaves no train rows; expected a sum below 1")
     _range(p, "data.min_chars", d.min_chars, 0)
     _range(p, "data.max_chars", d.max_chars, 1)
-    if d.min_chars > d.max_chars:
+    if d.max_chars is not None and d.min_chars > d.max_chars:
         p.append(f"data.min_chars: {d.min_chars} is above data.max_chars ({d.max_chars})")
-    _range(p, "data.max_rows", d.max_rows, 1)
+    _range(p, "data.min_prompt_toxicity", d.min_prompt_toxicity, 0.0, 1.0)
+    _range(p, "data.max_prompt_toxicity", d.max_prompt_toxicity, 0.0, 1.0)
     _range(p, "data.num_cpus_per_task", d.num_cpus_per_task, 0.0, low_open=True)
 
     o = c.ppo
@@ -458,12 +501,21 @@ def _check_callable(spec: str) -> list[str]:
     return []
 
 
+LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def is_local_path(path: str) -> bool:
+    """A data file (by its suffix) rather than a dataset-hub name such as ``knkarthick/dialogsum``."""
+    return path.lower().endswith(LOCAL_DATA_SUFFIXES) or path.startswith((".", "/", "~"))
+
+
 def resolve_paths(c: RunConfig) -> RunConfig:
     """Make file paths absolute: Ray Train workers run in another working directory."""
     c = dataclasses.replace(c)
     c.run = dataclasses.replace(c.run, output_dir=str(Path(c.run.output_dir).expanduser().resolve()),
                                 cache_dir=str(Path(c.run.cache_dir).expanduser().resolve()))
-    c.data = dataclasses.replace(c.data, path=str(Path(c.data.path).expanduser().resolve()))
+    if c.data.path is not None and is_local_path(c.data.path):
+        c.data = dataclasses.replace(c.data, path=str(Path(c.data.path).expanduser().resolve()))
     for section, attr in (("model", "name_or_path"), ("reward", "model_name_or_path")):
         sub = getattr(c, section)
         value = getattr(sub, attr)

@@ -10,6 +10,7 @@ ObjectRef directly) -> ``update`` (local PPO step, gradients all-reduced by DDP)
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 
 from rlaf_ray.checkpoint import LoopState, load_checkpoint, save_adapter, save_checkpoint
 from rlaf_ray.config import ConfigError, RoleResources, RunConfig, dump_yaml, from_dict, resolve_paths
-from rlaf_ray.data import build_prompt_dataset, check_data
+from rlaf_ray.data import PromptSplit, check_data, get_source, load_split
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
@@ -99,6 +100,29 @@ def scaling_config(res: RoleResources) -> ScalingConfig:
                          resources_per_worker=per_worker)
 
 
+def count_prompts(cfg: RunConfig, prompts: PromptSplit) -> dict[str, int]:
+    """One streaming pass over the split: enough prompts for a batch? Report the token limit."""
+    stats = prompts.stats()
+    where = f"the {prompts.name} split of data.path {get_source(cfg.data).location(cfg.data)!r}"
+    if stats["rows"] == 0:
+        raise ConfigError([f"data: no prompts left in {where} after the filters (source {cfg.data.source!r}, "
+                           f"min_chars={cfg.data.min_chars}, max_chars={cfg.data.max_chars}, "
+                           f"too_long={cfg.data.too_long!r})"])
+    if stats["rows"] < cfg.ppo.batch_size:
+        raise ConfigError([f"data: {stats['rows']} prompts in {where}, fewer than "
+                           f"ppo.batch_size={cfg.ppo.batch_size}"])
+    print(f"[rlaf] data: {stats['rows']} prompts in {where}; longer than "
+          f"model.max_prompt_length={cfg.model.max_prompt_length} tokens: {stats['truncated']} truncated "
+          f"from the left, {stats['dropped']} dropped", flush=True)
+    return stats
+
+
+def prompt_data_config() -> DataConfig:
+    # A fixed order (and so a fixed split between ranks) every epoch: with the seeded local
+    # shuffle in ``prompt_batches``, a resumed run can skip exactly the batches it saw.
+    return DataConfig(execution_options=ExecutionOptions(preserve_order=True))
+
+
 def train(cfg: RunConfig, address: str | None = None) -> Path:
     """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``.
 
@@ -107,22 +131,20 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
     cfg = prepare(cfg)  # every check that needs no actor, before Ray starts
     if not ray.is_initialized():
         ray.init(address=address)
-    dataset = build_prompt_dataset(cfg.data)
-    n_prompts = dataset.count()
-    if n_prompts < cfg.ppo.batch_size:
-        raise ConfigError([f"data: {n_prompts} prompts remain after filtering {cfg.data.path!r}, "
-                           f"fewer than ppo.batch_size={cfg.ppo.batch_size}"])
+    prompts = load_split(cfg.data, cfg.model, "train")
+    stats = count_prompts(cfg, prompts)
 
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    (run_dir / "data_stats.json").write_text(json.dumps({"train": stats}, indent=1))
 
     roles = start_roles(cfg)
     try:
         trainer = TorchTrainer(
             learner_loop,
             train_loop_config={"config": cfg.to_dict(), "rollout": roles.rollout, "reward": roles.reward,
-                               "num_prompts": n_prompts},
+                               "num_prompts": stats["rows"]},
             scaling_config=scaling_config(cfg.resources.learner),
             run_config=ray.train.RunConfig(
                 name=cfg.run.name,
@@ -130,9 +152,8 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                 failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             ),
-            datasets={"train": dataset},
-            # Same order every epoch given the seed: a resumed run can skip exactly what it saw.
-            dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+            datasets={"train": prompts.dataset},
+            dataset_config=prompt_data_config(),
         )
         trainer.fit()
     finally:
@@ -153,7 +174,10 @@ def sync_adapter(policy, rollout_workers: list, version: int) -> None:
 
 
 def prompt_batches(shard, batch_size: int, state: LoopState, seed: int):
-    """Yield ``(epoch, batches_done_in_epoch, prompts)`` forever, starting at ``state``."""
+    """Yield ``(epoch, batches_done_in_epoch, batch)`` forever, starting at ``state``.
+
+    Together with the dataset's fixed order (``preserve_order``) and the seeded local shuffle,
+    ``state`` pins the exact prompts: a resumed run neither repeats nor skips any."""
     epoch, skip = state.epoch, state.batches_in_epoch
     while True:
         produced = 0
@@ -164,7 +188,7 @@ def prompt_batches(shard, batch_size: int, state: LoopState, seed: int):
             produced += 1
             if index < skip:
                 continue
-            yield epoch, index + 1, [str(p) for p in batch["prompt"]]
+            yield epoch, index + 1, batch
         if produced == 0:
             raise RuntimeError(f"data: this learner's shard has fewer than {batch_size} prompts")
         epoch, skip = epoch + 1, 0
@@ -210,7 +234,8 @@ def learner_loop(loop_config: dict) -> None:
     batches = prompt_batches(shard, per_rank, state, seed=cfg.data.seed * 7919 + rank)
     while state.iteration < cfg.ppo.num_iterations:
         t_start = time.perf_counter()
-        state.epoch, state.batches_in_epoch, prompts = next(batches)
+        state.epoch, state.batches_in_epoch, batch = next(batches)
+        prompts = [str(p) for p in batch["prompt"]]
 
         # generate -> score: the rollout goes to the reward actor as an ObjectRef.
         rollout_ref = rollout.generate.remote(prompts, iteration_seed(cfg, state.iteration, rank))
@@ -221,8 +246,8 @@ def learner_loop(loop_config: dict) -> None:
         t_rollout = time.perf_counter()
 
         # update
-        batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id, learner.device)
-        metrics = learner.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
+        rollout_batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id, learner.device)
+        metrics = learner.step(rollout_batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
         state.iteration += 1
         t_learn = time.perf_counter()
 

@@ -17,7 +17,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPAT
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 sys.path.insert(0, str(REPO))
 
-SAMPLE_DATA = REPO / "jobs" / "data" / "dialogsum_sample.jsonl"
+DATA = REPO / "jobs" / "data"
+SAMPLE_DATA = DATA / "dialogsum_sample.jsonl"
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,7 @@ def base_config(policy_path: str, classifier_path: str, tmp_path: Path, **sectio
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
         "generation": {"max_new_tokens": 10},
         "reward": {"model_name_or_path": classifier_path},
-        "data": {"path": str(SAMPLE_DATA), "num_cpus_per_task": 0.25},
+        "data": {"path": str(SAMPLE_DATA), "min_chars": 200, "max_chars": 1000, "num_cpus_per_task": 0.25},
         "ppo": {"num_iterations": 2, "batch_size": 8, "num_minibatches": 2, "ppo_epochs": 2,
                 "learning_rate": 3e-3, "kl_coef": 0.05},
         "resources": {"learner": {"num_workers": 2, "num_cpus": 0.5},

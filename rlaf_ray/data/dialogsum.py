@@ -1,7 +1,7 @@
-"""DialogSum-shaped prompts (``id``, ``dialogue``, ``summary``, ``topic``): summarize a dialogue.
+"""DialogSum (``knkarthick/dialogsum``: ``id``, ``dialogue``, ``summary``, ``topic``).
 
 The seeds' recipe: keep dialogues of ``min_chars``..``max_chars`` characters and wrap them in the
-summarization template.
+summarization template; the human summary is the reference reply.
 """
 
 from __future__ import annotations
@@ -10,29 +10,29 @@ import pandas as pd
 import ray.data
 
 from rlaf_ray.config import DataConfig
-from rlaf_ray.data.source import PromptSource, read_rows
+from rlaf_ray.data.source import PromptSource, template_fields
+from rlaf_ray.data.text import length_mask
+
+TEMPLATE = "\nSummarize the following conversation.\n\n{dialogue}\n\nSummary:\n"
 
 
 def _required(cfg: DataConfig) -> list[str]:
-    return [cfg.text_column]
+    return [SOURCE.text_column_for(cfg), *template_fields(SOURCE.template_for(cfg))]
 
 
-def to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    text = batch[cfg.text_column].astype(str)
-    keep = text.str.len().between(cfg.min_chars, cfg.max_chars)
-    kept = batch[keep]
-    prompts = [cfg.template.format(**{**row, cfg.text_column: t})
-               for row, t in zip(kept.to_dict("records"), text[keep])]
+def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    column, template = SOURCE.text_column_for(cfg), SOURCE.template_for(cfg)
+    kept = batch[length_mask(batch[column], cfg)]
+    prompts = [template.format(**row) for row in kept.to_dict("records")]
     ids = kept["id"].astype(str) if "id" in kept else kept.index.astype(str)
-    return pd.DataFrame({"id": list(ids), "prompt": prompts})
+    references = kept["summary"].astype(str) if "summary" in kept else [None] * len(kept)
+    return pd.DataFrame({"id": list(ids), "prompt": prompts, "reference": list(references)})
 
 
-def build(cfg: DataConfig) -> ray.data.Dataset:
-    ds = read_rows(cfg).map_batches(to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
-                                    num_cpus=cfg.num_cpus_per_task)
-    if cfg.max_rows is not None:
-        ds = ds.limit(cfg.max_rows)
-    return ds
+def to_prompts(ds: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
+    return ds.map_batches(_batch_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
+                          num_cpus=cfg.num_cpus_per_task)
 
 
-SOURCE = PromptSource(name="dialogsum", required_columns=_required, build=build)
+SOURCE = PromptSource(name="dialogsum", hub_name="knkarthick/dialogsum", text_column="dialogue",
+                      template=TEMPLATE, required_columns=_required, to_prompts=to_prompts)

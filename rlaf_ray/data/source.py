@@ -1,7 +1,12 @@
-"""The shape every prompt source has, and the reading of local files shared by all of them."""
+"""What every prompt source is, and the reading of raw rows shared by all of them.
+
+A source turns raw rows (a local file or a dataset-hub split) into rows with the columns
+``id``, ``prompt`` and ``reference`` (the reference reply, or ``None`` where the data has none).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import string
 from dataclasses import dataclass
@@ -11,69 +16,110 @@ from typing import Callable
 import pyarrow.parquet as pq
 import ray.data
 
-from rlaf_ray.config import ConfigError, DataConfig
+from rlaf_ray.config import LOCAL_DATA_SUFFIXES, ConfigError, DataConfig, is_local_path
 
-HUB_PREFIX = "hub:"
-LOCAL_FORMATS = (".jsonl", ".json", ".parquet")
+PROMPT_COLUMNS = ("id", "prompt", "reference")
 
 
 @dataclass(frozen=True)
 class PromptSource:
     name: str
-    # Columns the rows must have, given the config (e.g. the text column).
+    # The dataset's usual hub name, read when data.path is null (None: not on the hub).
+    hub_name: str | None
+    # Defaults for data.text_column / data.template.
+    text_column: str
+    template: str
+    # Raw columns the rows must have, given the config.
     required_columns: Callable[[DataConfig], list[str]]
-    # Ray Data pipeline from raw rows to rows with a ``prompt`` column.
-    build: Callable[[DataConfig], ray.data.Dataset]
+    # Ray Data pipeline from raw rows to PROMPT_COLUMNS.
+    to_prompts: Callable[[ray.data.Dataset, DataConfig], ray.data.Dataset]
 
-    def check(self, cfg: DataConfig) -> None:
-        if cfg.path.startswith(HUB_PREFIX):
-            return  # the hub is checked when it is read: it may be unreachable from the driver
-        columns = local_columns(cfg.path)
-        needed = self.required_columns(cfg) + template_fields(cfg.template)
-        missing = [c for c in needed if c not in columns]
-        if missing:
-            raise ConfigError([f"data.path {cfg.path!r}: missing column {missing[0]!r}; "
-                               f"columns present: {', '.join(columns)}"])
+    def text_column_for(self, cfg: DataConfig) -> str:
+        return cfg.text_column or self.text_column
+
+    def template_for(self, cfg: DataConfig) -> str:
+        return self.template if cfg.template is None else cfg.template
+
+    def location(self, cfg: DataConfig) -> str:
+        if cfg.path is not None:
+            return cfg.path
+        if self.hub_name is None:
+            raise ConfigError([f"data.path: source {self.name!r} has no dataset-hub copy; "
+                               "set data.path to a local file of its shape"])
+        return self.hub_name
 
 
 def template_fields(template: str) -> list[str]:
-    """Column names a ``{column}`` template refers to."""
+    """Names a ``{column}`` template refers to."""
     try:
         return [name for _, name, _, _ in string.Formatter().parse(template) if name]
     except ValueError as err:
         raise ConfigError([f"data.template: not a valid {{column}} template ({err})"])
 
 
+def file_for_split(path: str, split_name: str) -> str:
+    return path.replace("{split}", split_name)
+
+
 def local_columns(path: str) -> list[str]:
-    """Column names of a local JSONL/Parquet file, read from its first row or its schema."""
+    """Column names of a local JSONL/JSON/CSV/Parquet file, from its schema, header or first row."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError([f"data.path {path!r}: file not found"])
-    if p.suffix not in LOCAL_FORMATS:
-        raise ConfigError([f"data.path {path!r}: expected a {', '.join(LOCAL_FORMATS)} file"])
-    if p.suffix == ".parquet":
+    suffix = p.suffix.lower()
+    if suffix not in LOCAL_DATA_SUFFIXES:
+        raise ConfigError([f"data.path {path!r}: expected a {', '.join(LOCAL_DATA_SUFFIXES)} file"])
+    if suffix == ".parquet":
         return list(pq.read_schema(p).names)
-    with p.open() as f:
+    with p.open(newline="") as f:
+        if suffix == ".csv":
+            header = next(csv.reader(f), None)
+            if not header:
+                raise ConfigError([f"data.path {path!r}: file is empty"])
+            return header
         for line in f:
             if line.strip():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ConfigError([f"data.path {path!r}: first row is not JSON ({err})"])
+                    raise ConfigError([f"data.path {path!r}: first row is not JSON lines ({err})"])
                 if not isinstance(row, dict):
                     raise ConfigError([f"data.path {path!r}: rows must be JSON objects"])
                 return list(row)
     raise ConfigError([f"data.path {path!r}: file is empty"])
 
 
-def read_rows(cfg: DataConfig) -> ray.data.Dataset:
-    """Rows of the configured file (or hub dataset ``hub:name[:split]``) as a Ray Data dataset."""
-    remote_args = {"num_cpus": cfg.num_cpus_per_task}
-    if cfg.path.startswith(HUB_PREFIX):
-        import datasets  # only needed for hub data
+def check_columns(path: str, needed: list[str]) -> None:
+    columns = local_columns(path)
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ConfigError([f"data.path {path!r}: missing column {missing[0]!r}; "
+                           f"columns present: {', '.join(columns)}"])
 
-        name, _, split = cfg.path[len(HUB_PREFIX):].partition(":")
-        return ray.data.from_huggingface(datasets.load_dataset(name, split=split or "train"))
-    if cfg.path.endswith(".parquet"):
-        return ray.data.read_parquet(cfg.path, ray_remote_args=remote_args)
-    return ray.data.read_json(cfg.path, lines=True, ray_remote_args=remote_args)
+
+def read_rows(location: str, split_name: str, cfg: DataConfig) -> ray.data.Dataset:
+    """Raw rows of one split: a local file (``{split}`` filled in) or a dataset-hub split."""
+    if not is_local_path(location):
+        return read_hub(location, split_name)
+    path = file_for_split(location, split_name)
+    local_columns(path)  # a clear error for a missing or malformed file
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return ray.data.read_parquet(path, num_cpus=cfg.num_cpus_per_task)
+    if suffix == ".csv":
+        return ray.data.read_csv(path, num_cpus=cfg.num_cpus_per_task)
+    return ray.data.read_json(path, lines=True, num_cpus=cfg.num_cpus_per_task)
+
+
+def read_hub(name: str, split_name: str) -> ray.data.Dataset:
+    import datasets  # only needed for hub data
+
+    try:
+        hf = datasets.load_dataset(name, split=split_name)
+    except Exception as err:  # noqa: BLE001 - offline, unknown name, unknown split: all one message
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError([f"data.path {name!r}: cannot load split {split_name!r} from the dataset hub "
+                           f"({reason}); for offline use point data.path at a local "
+                           f"{'/'.join(LOCAL_DATA_SUFFIXES)} file of the same shape"])
+    # Arrow-backed and memory-mapped by `datasets`: Ray Data reads it in blocks.
+    return ray.data.from_huggingface(hf)
