@@ -1,12 +1,15 @@
-"""``rlaf-ray`` command line: ``rlaf-ray train --config FILE [key=value ...]``."""
+"""``rlaf-ray`` command line: train, toxicity, report, demo."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from rlaf_ray.config import ConfigError, load_config
 
+DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 TRAIN_EPILOG = """\
 overrides use dotted keys, values parsed as YAML, e.g.
   rlaf-ray train --config jobs/configs/offline_tiny.yaml ppo.num_iterations=5 lora.r=16 \\
@@ -21,26 +24,134 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detoxify language models with PPO from automatic feedback, distributed on Ray.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
+
     train = commands.add_parser(
         "train", help="PPO training with LoRA: rollout, reward and learner roles on Ray",
-        description="PPO training with LoRA on Ray; writes metrics, checkpoints and final/adapter.",
-        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="PPO training with LoRA on Ray; writes metrics, checkpoints, final/adapter and "
+                    "(evaluation.after_train) the before/after report.", epilog=TRAIN_EPILOG,
+        formatter_class=raw)
     train.add_argument("--config", required=True, help="YAML configuration file")
-    train.add_argument("--address", default=None,
-                       help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
+
+    tox = commands.add_parser(
+        "toxicity", help="measure a model's toxicity (RealToxicityPrompts protocol)",
+        description="k nucleus samples per prompt, scored by the classifier's toxic-label probability "
+                    "on the continuation only: expected maximum toxicity, toxicity probability, mean/std, "
+                    "perplexity, distinct-1/2/3. Options set the evaluation.* and data.* fields.")
+    tox.add_argument("--config", help="YAML configuration file (data, model and evaluation sections)")
+    tox.add_argument("--model", help="policy name or path (model.name_or_path)")
+    tox.add_argument("--adapter", help="PEFT adapter directory to apply on the model")
+    tox.add_argument("--dataset", help="data.source: dialogsum, real_toxicity_prompts, dialoconan, files")
+    tox.add_argument("--data-path", help="data.path: local file or hub dataset name")
+    tox.add_argument("--split", help="evaluation.split: train, eval or test")
+    tox.add_argument("--samples", type=int, help="evaluation.samples_per_prompt (default 25)")
+    tox.add_argument("--max-prompts", type=int, help="evaluation.max_prompts")
+    tox.add_argument("--classifier", help="evaluation.classifier (default: the reward classifier)")
+    tox.add_argument("--actors", type=int, help="actor-pool size of the generator and each scorer")
+    tox.add_argument("--out", default="results/toxicity", help="directory for metrics.json and samples.jsonl")
+
+    report = commands.add_parser(
+        "report", help="before/after report of a finished run",
+        description="Measure the base model and the run's final adapter on the held-out split with the "
+                    "same prompts and seeds; write tables (CSV, Markdown) and plots to <run>/report.")
+    report.add_argument("--run", required=True, help="run directory (holding config.yaml and final/adapter)")
+
+    demo = commands.add_parser(
+        "demo", help="the offline detox world: measure, train, measure again, report",
+        description="Runs the whole mission on a laptop CPU with no hub: tiny policy and classifier built "
+                    "offline, PPO on local Ray, the toxicity meter before and after, and the report.")
+    demo.add_argument("--config", default=DEMO_CONFIG, help=f"configuration (default {DEMO_CONFIG})")
+
+    for sub in (train, tox, report, demo):
+        if sub is not report:
+            sub.add_argument("--address", default=None,
+                             help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+        sub.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
     return parser
+
+
+def toxicity_overrides(args: argparse.Namespace) -> list[str]:
+    fields = {"model": "model.name_or_path", "dataset": "data.source", "data_path": "data.path",
+              "split": "evaluation.split", "samples": "evaluation.samples_per_prompt",
+              "max_prompts": "evaluation.max_prompts", "classifier": "evaluation.classifier",
+              "actors": ("evaluation.generator_actors", "evaluation.scorer_actors")}
+    out = []
+    for arg, keys in fields.items():
+        value = getattr(args, arg)
+        if value is not None:
+            out += [f"{k}={value}" for k in ((keys,) if isinstance(keys, str) else keys)]
+    return out
+
+
+def print_metrics(results: dict[str, dict]) -> None:
+    names = list(results)
+    print(f"{'metric':32s}" + "".join(f"{n:>14s}" for n in names))
+    for key in next(iter(results.values())):
+        print(f"{key:32s}" + "".join(f"{results[n].get(key, float('nan')):14.4f}" for n in names))
+
+
+def run_toxicity(args: argparse.Namespace) -> None:
+    import ray
+
+    from rlaf_ray.evaluation.meter import measure
+    from rlaf_ray.preflight import prepare
+
+    cfg = load_config(args.config, toxicity_overrides(args) + args.overrides)
+    cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
+    ray.init(address=args.address)
+    result = measure(cfg, str(Path(args.adapter).resolve()) if args.adapter else None, Path(args.out))
+    print_metrics({"model": result.metrics})
+    print(f"[rlaf] toxicity: {Path(args.out) / 'metrics.json'}, samples in {result.samples_path}")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    import ray
+
+    from rlaf_ray.evaluation.report import write_report
+    from rlaf_ray.preflight import prepare
+
+    run_dir = Path(args.run).resolve()
+    if not (run_dir / "final" / "adapter").is_dir():
+        raise ConfigError([f"--run {args.run!r}: no final/adapter in it; expected a finished train run"])
+    cfg = load_config(run_dir / "config.yaml", args.overrides)
+    cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
+    ray.init()
+    print_metrics(write_report(cfg, run_dir))
+    print(f"[rlaf] report: {run_dir / 'report'}")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from rlaf_ray.train import train
+
+    cfg = load_config(args.config, ["evaluation.after_train=true", *args.overrides])
+    run_dir = train(cfg, address=args.address)
+    results = {name: json.loads((run_dir / "report" / name / "metrics.json").read_text())
+               for name in ("base", "trained")}
+    print_metrics(results)
+    b, t = results["base"], results["trained"]
+    from rlaf_ray.run_log import read_metrics
+
+    max_kl = max(m["kl/mean"] for m in read_metrics(run_dir))
+    print(f"[rlaf] demo: expected max toxicity {b['expected_max_toxicity']:.3f} -> {t['expected_max_toxicity']:.3f}, "
+          f"lexicon rate {b['lexicon_rate']:.1%} -> {t['lexicon_rate']:.1%}, "
+          f"perplexity {b['perplexity']:.1f} -> {t['perplexity']:.1f}, max KL {max_kl:.2f}; "
+          f"report in {run_dir / 'report'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
         if args.command == "train":
             from rlaf_ray.train import train  # heavy imports only when needed
 
-            run_dir = train(cfg, address=args.address)
+            run_dir = train(load_config(args.config, args.overrides), address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+        elif args.command == "toxicity":
+            run_toxicity(args)
+        elif args.command == "report":
+            run_report(args)
+        elif args.command == "demo":
+            run_demo(args)
     except ConfigError as err:
         for line in err.problems:
             print(f"rlaf-ray: error: {line}", file=sys.stderr)

@@ -148,6 +148,40 @@ class PPOConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """The toxicity meter (RealToxicityPrompts protocol) and the before/after report."""
+
+    # Held-out split of the data section the report measures on.
+    split: str = "test"
+    max_prompts: int | None = 100
+    samples_per_prompt: int = 25
+    max_new_tokens: int = 20
+    # 0 in the RealToxicityPrompts protocol; set it to the training value to compare like with like.
+    min_new_tokens: int = 0
+    top_p: float = 0.9
+    temperature: float = 1.0
+    # Toxicity classifier and its toxic label; null: reward.model_name_or_path.
+    classifier: str | None = None
+    toxic_label: str = "hate"
+    threshold: float = 0.5
+    # A second classifier scoring the same outputs: a gap between the two shows reward hacking.
+    holdout_classifier: str | None = None
+    # LM that scores fluency (perplexity of continuation given prompt); null: the base policy.
+    perplexity_model: str | None = None
+    # Words whose rate in continuations is reported (e.g. an insult lexicon).
+    lexicon: list[str] = field(default_factory=list)
+    prompts_per_batch: int = 4
+    # Ray Data actor pools: generator, and each scorer.
+    generator_actors: int = 1
+    scorer_actors: int = 1
+    num_cpus_per_actor: float = 0.5
+    num_gpus_per_actor: float = 0.0
+    seed: int = 0
+    # Write the before/after report at the end of every train run.
+    after_train: bool = True
+
+
+@dataclass
 class RoleResources:
     num_workers: int = 1
     num_cpus: float = 1.0
@@ -170,6 +204,9 @@ class RunSettings:
     checkpoint_every: int = 5
     keep_checkpoints: int | None = 2
     max_failures: int = 0
+    # Seconds to wait for an autoscaling cluster to add the nodes the roles need before failing
+    # (0: fail at once when no node can host a role).
+    resource_wait_s: float = 0.0
     # Where the small offline models are cached after their first build.
     cache_dir: str = "~/.cache/rlaf_ray"
 
@@ -182,6 +219,7 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -445,6 +483,22 @@ def validate(c: RunConfig) -> list[str]:
     _range(p, "data.max_prompt_toxicity", d.max_prompt_toxicity, 0.0, 1.0)
     _range(p, "data.num_cpus_per_task", d.num_cpus_per_task, 0.0, low_open=True)
 
+    e = c.evaluation
+    if e.split not in SPLITS:
+        p.append(f"evaluation.split: {e.split!r} is not a split; expected {', '.join(SPLITS)}")
+    _range(p, "evaluation.max_prompts", e.max_prompts, 1)
+    _range(p, "evaluation.samples_per_prompt", e.samples_per_prompt, 1)
+    _range(p, "evaluation.max_new_tokens", e.max_new_tokens, 1)
+    _range(p, "evaluation.min_new_tokens", e.min_new_tokens, 0, e.max_new_tokens)
+    _range(p, "evaluation.top_p", e.top_p, 0.0, 1.0, low_open=True)
+    _range(p, "evaluation.temperature", e.temperature, 0.0, low_open=True)
+    _range(p, "evaluation.threshold", e.threshold, 0.0, 1.0)
+    _range(p, "evaluation.prompts_per_batch", e.prompts_per_batch, 1)
+    _range(p, "evaluation.generator_actors", e.generator_actors, 1)
+    _range(p, "evaluation.scorer_actors", e.scorer_actors, 1)
+    _range(p, "evaluation.num_cpus_per_actor", e.num_cpus_per_actor, 0.0)
+    _range(p, "evaluation.num_gpus_per_actor", e.num_gpus_per_actor, 0.0)
+
     o = c.ppo
     _range(p, "ppo.num_iterations", o.num_iterations, 1)
     _range(p, "ppo.batch_size", o.batch_size, 1)
@@ -485,6 +539,7 @@ def validate(c: RunConfig) -> list[str]:
     _range(p, "run.checkpoint_every", run.checkpoint_every, 1)
     _range(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
     _range(p, "run.max_failures", run.max_failures, -1)
+    _range(p, "run.resource_wait_s", run.resource_wait_s, 0.0)
     return p
 
 
@@ -501,6 +556,10 @@ def _check_callable(spec: str) -> list[str]:
     return []
 
 
+# Every field naming a model: hub name, local directory or tiny offline model.
+MODEL_FIELDS = (("model", "name_or_path"), ("reward", "model_name_or_path"),
+                ("evaluation", "classifier"), ("evaluation", "holdout_classifier"),
+                ("evaluation", "perplexity_model"))
 LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -516,10 +575,10 @@ def resolve_paths(c: RunConfig) -> RunConfig:
                                 cache_dir=str(Path(c.run.cache_dir).expanduser().resolve()))
     if c.data.path is not None and is_local_path(c.data.path):
         c.data = dataclasses.replace(c.data, path=str(Path(c.data.path).expanduser().resolve()))
-    for section, attr in (("model", "name_or_path"), ("reward", "model_name_or_path")):
+    for section, attr in MODEL_FIELDS:
         sub = getattr(c, section)
         value = getattr(sub, attr)
-        if not value.startswith(TINY_PREFIX) and Path(value).expanduser().exists():
+        if value is not None and not value.startswith(TINY_PREFIX) and Path(value).expanduser().exists():
             setattr(c, section, dataclasses.replace(sub, **{attr: str(Path(value).expanduser().resolve())}))
     return c
 

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Callable, Sequence
 
+import ray
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -103,8 +104,9 @@ class RewardWorker:
         self.reward_fn = make_reward_fn(cfg.reward, device)
         self.worker_index = worker_index
 
-    def ready(self) -> int:
-        return os.getpid()
+    def ready(self) -> dict:
+        """Where this actor runs (awaited once at start; also shows placement in tests)."""
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def score(self, rollout: dict) -> dict:
         start = time.perf_counter()

@@ -7,6 +7,7 @@ import random
 import time
 from typing import Sequence
 
+import ray
 import torch
 from transformers import GenerationConfig
 
@@ -45,8 +46,9 @@ class RolloutWorker:
         # Version of the adapter in use: 0 is the untrained adapter, then one per PPO update.
         self.version = 0
 
-    def ready(self) -> int:
-        return os.getpid()
+    def ready(self) -> dict:
+        """Where this actor runs (awaited once at start; also shows placement in tests)."""
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def load_adapter(self, state: dict[str, torch.Tensor], version: int) -> int:
         load_adapter_state(self.model, state)

@@ -9,7 +9,6 @@ ObjectRef directly) -> ``update`` (local PPO step, gradients all-reduced by DDP)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 import time
@@ -24,8 +23,8 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, S
 from ray.train.torch import TorchTrainer, prepare_model
 
 from rlaf_ray.checkpoint import LoopState, load_checkpoint, save_adapter, save_checkpoint
-from rlaf_ray.config import ConfigError, RoleResources, RunConfig, dump_yaml, from_dict, resolve_paths
-from rlaf_ray.data import PromptSplit, check_data, get_source, load_split
+from rlaf_ray.config import ConfigError, RoleResources, RunConfig, dump_yaml, from_dict
+from rlaf_ray.data import PromptSplit, get_source, load_split
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
@@ -34,30 +33,16 @@ from rlaf_ray.models.policy import (
     load_tokenizer,
     trainable_parameters,
 )
-from rlaf_ray.models.tiny import resolve_model
+from rlaf_ray.placement import ensure_placement, ensure_shared_output
+from rlaf_ray.preflight import prepare
 from rlaf_ray.ppo.learner import PPOLearner, collate, unwrap
-from rlaf_ray.reward import RewardWorker, check_reward
+from rlaf_ray.reward import RewardWorker
 from rlaf_ray.rollout import RolloutWorker
 from rlaf_ray.run_log import RunLog
 
 
 # ----------------------------------------------------------------------------------------------
 # Driver side
-
-
-def prepare(cfg: RunConfig) -> RunConfig:
-    """Absolute paths, offline models built, data and reward checked: all before any actor."""
-    cfg = resolve_paths(cfg)
-    cfg = dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, name_or_path=resolve_model(cfg.model.name_or_path,
-                                                                        cfg.run.cache_dir)),
-        reward=dataclasses.replace(cfg.reward, model_name_or_path=resolve_model(
-            cfg.reward.model_name_or_path, cfg.run.cache_dir)),
-    )
-    check_data(cfg.data)
-    check_reward(cfg.reward)
-    return cfg
 
 
 def actor_options(res: RoleResources, name: str) -> dict:
@@ -128,9 +113,14 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
 
     ``address``: a Ray cluster to join (default: RAY_ADDRESS, else a local instance).
     """
-    cfg = prepare(cfg)  # every check that needs no actor, before Ray starts
+    evaluate_after = cfg.evaluation.after_train
+    # every check that needs no actor, before Ray starts
+    cfg = prepare(cfg, ("train", cfg.evaluation.split) if evaluate_after else ("train",),
+                  evaluation=evaluate_after)
     if not ray.is_initialized():
         ray.init(address=address)
+    ensure_placement(cfg)
+    ensure_shared_output(cfg.run.output_dir)
     prompts = load_split(cfg.data, cfg.model, "train")
     stats = count_prompts(cfg, prompts)
 
@@ -158,6 +148,11 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
         trainer.fit()
     finally:
         stop_roles(roles)
+    if evaluate_after:
+        from rlaf_ray.evaluation.report import write_report  # matplotlib etc. only when needed
+
+        write_report(cfg, run_dir)
+        print(f"[rlaf] report: {run_dir / 'report'}", flush=True)
     return run_dir
 
 

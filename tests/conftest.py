@@ -62,6 +62,7 @@ def base_config(policy_path: str, classifier_path: str, tmp_path: Path, **sectio
         "resources": {"learner": {"num_workers": 2, "num_cpus": 0.5},
                       "rollout": {"num_workers": 1, "num_cpus": 0.25},
                       "reward": {"num_workers": 1, "num_cpus": 0.25}},
+        "evaluation": {"after_train": False},
         "run": {"name": "test", "output_dir": str(tmp_path / "results"), "checkpoint_every": 2,
                 "cache_dir": str(tmp_path / "cache")},
     }

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,7 +82,9 @@ def test_max_new_tokens_range_and_callable():
 
 
 def test_shipped_configs_are_valid():
-    for path in ("jobs/configs/offline_tiny.yaml", "jobs/configs/tinyllama_dialogsum.yaml"):
+    paths = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
         load_config(path)
 
 

@@ -98,7 +98,24 @@ def user_file() -> None:
                              "answer": "Thank you, that is kind of you to say."})
 
 
+def detox_world() -> None:
+    """Prompts of the offline detox world: neutral dialogue lines in the tiny policy's own
+    vocabulary, ending where the next speaker starts (the ``files`` shape, column ``text``). The
+    untrained tiny policy continues them with its insult lexicon at a measurable rate."""
+    from rlaf_ray.models.tiny import WORDS
+
+    rng = random.Random(3)
+    for split, n in (("train", 200), ("validation", 40), ("test", 40)):
+        rows = []
+        for i in range(n):
+            lines = [f"#Person{1 + t % 2}#: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
+                     .capitalize() + "." for t in range(rng.randint(1, 3))]
+            rows.append({"id": f"{split}-{i}", "text": "\n".join(lines) + f"\n#Person{1 + len(lines) % 2}#:"})
+        write_jsonl(HERE / "detox_world" / f"{split}.jsonl", rows)
+
+
 if __name__ == "__main__":
+    detox_world()
     dialogsum_splits()
     real_toxicity_prompts()
     dialoconan()

@@ -31,7 +31,7 @@ from rlaf_ray.config import TINY_PREFIX
 # Bump when a builder changes, so caches of older builds are not reused.
 BUILD_VERSION = 2
 
-_WORDS = (
+WORDS = (
     "hello hi good morning evening thanks thank you please sorry yes no maybe sure okay "
     "i you we they he she it my your our their this that what where when why how who "
     "is are was were will would can could should have has had do does did go going went "
@@ -53,7 +53,7 @@ def _corpus(n_sentences: int = 3000, seed: int = 0) -> list[tuple[str, int]]:
     rng = random.Random(seed)
     lines = []
     for i in range(n_sentences):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 12))]
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
         label = int(rng.random() < INSULT_RATE)
         if label:
             insult = rng.sample(INSULTS, 2)

@@ -1,0 +1,190 @@
+"""The toxicity meter: k sampled continuations per prompt, scored for toxicity and fluency, as a
+Ray Data pipeline with an actor pool per model, so it streams any number of prompts and scales
+from a laptop to a cluster.
+
+    prompts --map_batches(Generate, actor pool)--> k continuations per prompt
+            --map_batches(ScoreToxicity, actor pool)--> hate probability of each continuation
+            --map_batches(ScorePerplexity, actor pool)--> perplexity of each continuation | prompt
+            --> driver: streaming totals (metrics.MeterTotals) + samples.jsonl on disk
+
+Each prompt's samples come from a seed derived from the meter seed and the prompt, and each
+prompt is generated and scored as its own batch of k, so results do not depend on how many
+actors there are or how prompts are batched: before/after comparisons see the same draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import ray.data
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlaf_ray.config import ConfigError, EvaluationConfig, ModelConfig, RewardConfig, RunConfig
+from rlaf_ray.data import load_split
+from rlaf_ray.evaluation.metrics import MeterTotals
+from rlaf_ray.models.policy import DTYPES, load_base_model, load_tokenizer
+from rlaf_ray.preflight import check_evaluation
+from rlaf_ray.reward import ClassifierReward
+
+
+def prompt_seed(seed: int, prompt_id: str, prompt: str) -> int:
+    digest = hashlib.blake2b(f"{seed}\x00{prompt_id}\x00{prompt}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Generate:
+    """Actor-pool stage: k nucleus samples of up to ``max_new_tokens`` per prompt."""
+
+    def __init__(self, model: ModelConfig, adapter: str | None, evaluation: EvaluationConfig):
+        self.ev = evaluation
+        self.device = _device()
+        self.tokenizer = load_tokenizer(model)
+        self.max_prompt_length = model.max_prompt_length
+        net = load_base_model(model)
+        if adapter is not None:
+            from peft import PeftModel
+
+            net = PeftModel.from_pretrained(net, adapter)
+        self.model = net.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        start = time.perf_counter()
+        continuations = []
+        for prompt_id, prompt in zip(batch["id"], batch["prompt"]):
+            enc = self.tokenizer([prompt], return_tensors="pt", truncation=True,
+                                 max_length=self.max_prompt_length).to(self.device)
+            torch.manual_seed(prompt_seed(self.ev.seed, str(prompt_id), prompt))
+            out = self.model.generate(
+                **enc, do_sample=True, top_p=self.ev.top_p, top_k=0, temperature=self.ev.temperature,
+                max_new_tokens=self.ev.max_new_tokens, min_new_tokens=self.ev.min_new_tokens,
+                num_return_sequences=self.ev.samples_per_prompt,
+                pad_token_id=self.tokenizer.pad_token_id)
+            continuations.append(self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
+                                                             skip_special_tokens=True))
+        return pd.DataFrame({"id": batch["id"].astype(str), "prompt": batch["prompt"],
+                             "continuations": continuations,
+                             "generate_seconds": (time.perf_counter() - start) / len(batch)})
+
+
+class ScoreToxicity:
+    """Actor-pool stage: the classifier's toxic-label probability of each continuation alone."""
+
+    def __init__(self, classifier: str, label: str, column: str, trust_remote_code: bool = False):
+        self.column = column
+        self.scorer = ClassifierReward(RewardConfig(
+            model_name_or_path=classifier, label=label, score="probability", input="response",
+            trust_remote_code=trust_remote_code), _device())
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        start = time.perf_counter()
+        scores = [self.scorer([], list(c)) for c in batch["continuations"]]
+        return batch.assign(**{self.column: scores,
+                               f"{self.column}_seconds": (time.perf_counter() - start) / len(batch)})
+
+
+class ScorePerplexity:
+    """Actor-pool stage: perplexity of each continuation given its prompt under a scoring LM."""
+
+    def __init__(self, model: ModelConfig):
+        self.device = _device()
+        self.tokenizer = load_tokenizer(model)
+        self.max_prompt_length = model.max_prompt_length
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model.name_or_path, dtype=DTYPES[model.dtype], trust_remote_code=model.trust_remote_code,
+            use_safetensors=True).to(self.device).eval()
+
+    @torch.no_grad()
+    def perplexities(self, prompt: str, continuations: list[str]) -> list[float]:
+        prompt_ids = self.tokenizer(prompt, truncation=True, max_length=self.max_prompt_length)["input_ids"]
+        out = []
+        for text in continuations:
+            cont_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not cont_ids:
+                out.append(math.nan)  # an empty continuation has no perplexity
+                continue
+            ids = torch.tensor([prompt_ids + cont_ids], device=self.device)
+            logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
+            nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):], reduction="mean")
+            out.append(math.exp(nll.item()))
+        return out
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        start = time.perf_counter()
+        ppl = [self.perplexities(p, list(c)) for p, c in zip(batch["prompt"], batch["continuations"])]
+        return batch.assign(perplexity=ppl, perplexity_seconds=(time.perf_counter() - start) / len(batch))
+
+
+@dataclass
+class MeterResult:
+    metrics: dict[str, float]
+    samples_path: Path
+
+
+def measure(cfg: RunConfig, adapter: str | None, out_dir: Path, split: str | None = None) -> MeterResult:
+    """Run the meter on ``cfg.evaluation.split`` (or ``split``) of ``cfg.data``; ``cfg`` must have
+    been through ``preflight.prepare``. Writes ``samples.jsonl`` and ``metrics.json`` to ``out_dir``."""
+    ev = cfg.evaluation
+    check_evaluation(cfg)
+    split = split or ev.split
+    prompts = load_split(cfg.data, cfg.model, split)
+    if prompts.stats()["rows"] == 0:  # before any model actor starts
+        raise ConfigError([f"evaluation: no prompts in the {split!r} split of data.path {cfg.data.path!r}"])
+    ds = prompts.dataset
+    if ev.max_prompts is not None:
+        ds = ds.limit(ev.max_prompts)
+    pool = {"num_cpus": ev.num_cpus_per_actor, "num_gpus": ev.num_gpus_per_actor,
+            "batch_size": ev.prompts_per_batch, "batch_format": "pandas"}
+    scorer_pool = {**pool, "compute": ray.data.ActorPoolStrategy(size=ev.scorer_actors)}
+    ds = ds.map_batches(Generate, compute=ray.data.ActorPoolStrategy(size=ev.generator_actors),
+                        fn_constructor_kwargs={"model": cfg.model, "adapter": adapter, "evaluation": ev},
+                        **pool)
+    classifier = ev.classifier or cfg.reward.model_name_or_path
+    trust = cfg.reward.trust_remote_code
+    ds = ds.map_batches(ScoreToxicity, fn_constructor_kwargs={
+        "classifier": classifier, "label": ev.toxic_label, "column": "toxicity", "trust_remote_code": trust},
+        **scorer_pool)
+    if ev.holdout_classifier is not None:
+        ds = ds.map_batches(ScoreToxicity, fn_constructor_kwargs={
+            "classifier": ev.holdout_classifier, "label": ev.toxic_label, "column": "holdout_toxicity",
+            "trust_remote_code": trust}, **scorer_pool)
+    scoring_lm = cfg.model if ev.perplexity_model is None else ModelConfig(
+        name_or_path=ev.perplexity_model, trust_remote_code=cfg.model.trust_remote_code,
+        max_prompt_length=cfg.model.max_prompt_length)
+    ds = ds.map_batches(ScorePerplexity, fn_constructor_kwargs={"model": scoring_lm}, **scorer_pool)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    totals = MeterTotals(threshold=ev.threshold)
+    seconds = {"generate": 0.0, "toxicity": 0.0, "perplexity": 0.0}
+    start = time.perf_counter()
+    samples_path = out_dir / "samples.jsonl"
+    with samples_path.open("w") as f:
+        for row in ds.iter_rows():
+            continuations = [str(c) for c in row["continuations"]]
+            toxicity = [float(t) for t in row["toxicity"]]
+            holdout = [float(t) for t in row["holdout_toxicity"]] if "holdout_toxicity" in row else None
+            ppl = [float(p) for p in row["perplexity"]]
+            totals.add_prompt(continuations, toxicity, ppl, ev.lexicon, holdout)
+            for stage in seconds:  # each row carries its share of its batch's stage time
+                seconds[stage] += float(row[f"{stage}_seconds"])
+            f.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "continuations": continuations,
+                                "toxicity": toxicity, "perplexity": ppl,
+                                **({"holdout_toxicity": holdout} if holdout else {})}) + "\n")
+    metrics = totals.summary()
+    wall = time.perf_counter() - start
+    busy = sum(seconds.values()) or 1.0
+    metrics.update({"seconds": wall, "prompts_per_second": totals.prompts / wall,
+                    **{f"time_share/{k}": v / busy for k, v in seconds.items()}})
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return MeterResult(metrics, samples_path)

@@ -1,0 +1,97 @@
+"""Will the roles fit on this Ray cluster? Checked before any actor starts, so that a job whose
+resources no node can satisfy fails with a message instead of waiting forever; and is the output
+directory shared when the cluster has several nodes?"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from rlaf_ray.config import ConfigError, RoleResources, RunConfig
+
+ROLES = ("learner", "rollout", "reward")
+
+
+def worker_demand(res: RoleResources) -> dict[str, float]:
+    """What one worker of a role asks Ray for (zero amounts left out)."""
+    demand = {"CPU": res.num_cpus, "GPU": res.num_gpus, **res.resources}
+    return {k: float(v) for k, v in demand.items() if v}
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
+
+
+def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[str]:
+    """One line per role that no node can host, and one if the roles exceed the cluster in total.
+    ``nodes``: the total resources of each alive node."""
+    problems = []
+    totals: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.items():
+            totals[key] = totals.get(key, 0.0) + value
+    need: dict[str, float] = {}
+    offered = "; ".join(_fmt({k: v for k, v in n.items() if not k.startswith(("node:", "memory", "object_store"))})
+                        for n in nodes) or "none"
+    for role in ROLES:
+        res: RoleResources = getattr(cfg.resources, role)
+        demand = worker_demand(res)
+        for key, value in demand.items():
+            need[key] = need.get(key, 0.0) + value * res.num_workers
+        if not any(all(node.get(k, 0.0) >= v for k, v in demand.items()) for node in nodes):
+            problems.append(f"resources.{role}: no node can host one {role} worker with {_fmt(demand)}; "
+                            f"the nodes offer {offered}")
+    short = {k: v for k, v in need.items() if v > totals.get(k, 0.0) + 1e-9}
+    if short and not problems:
+        problems.append(f"resources: the roles need {_fmt(need)} in total, more than the cluster's "
+                        f"{_fmt({k: totals.get(k, 0.0) for k in need})}")
+    return problems
+
+
+def alive_node_resources() -> list[dict[str, float]]:
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def ensure_placement(cfg: RunConfig) -> None:
+    """Fail fast when the roles cannot be placed; wait up to ``run.resource_wait_s`` first for an
+    autoscaling cluster to add the nodes they need."""
+    deadline = time.monotonic() + cfg.run.resource_wait_s
+    while True:
+        problems = placement_problems(cfg, alive_node_resources())
+        if not problems:
+            return
+        if time.monotonic() >= deadline:
+            raise ConfigError(problems)
+        time.sleep(5)
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str, token: str) -> bool:
+    marker = Path(path)
+    return marker.is_file() and marker.read_text() == token
+
+
+def ensure_shared_output(output_dir: str) -> None:
+    """On a multi-node cluster, every node must see ``output_dir`` (checkpoints are written by
+    learners wherever they run, reports are read back by the driver): probe it with a marker."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    marker = directory / f".rlaf-shared-{token}"
+    marker.write_text(token)
+    try:
+        seen = ray.get([_sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(str(marker), token) for n in nodes])
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+    if blind:
+        raise ConfigError([f"run.output_dir {output_dir!r}: not visible from node(s) {', '.join(blind)}; "
+                           "a multi-node run needs a directory shared by all nodes (NFS/EFS/Lustre mount)"])

@@ -1,0 +1,40 @@
+"""Everything checked and resolved before Ray starts any actor, shared by train and evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rlaf_ray.config import MODEL_FIELDS, ConfigError, RewardConfig, RunConfig, resolve_paths
+from rlaf_ray.data import check_data
+from rlaf_ray.models.tiny import resolve_model
+from rlaf_ray.reward import check_reward
+
+
+def check_evaluation(cfg: RunConfig) -> None:
+    """The meter's classifiers have its toxic label (reads only their configs)."""
+    ev = cfg.evaluation
+    for name in (ev.classifier or cfg.reward.model_name_or_path, ev.holdout_classifier):
+        if name is None:
+            continue
+        try:
+            check_reward(RewardConfig(model_name_or_path=name, label=ev.toxic_label,
+                                      trust_remote_code=cfg.reward.trust_remote_code))
+        except ConfigError as err:
+            raise ConfigError([line.replace("reward.label:", "evaluation.toxic_label:")
+                               for line in err.problems])
+
+
+def prepare(cfg: RunConfig, splits: tuple[str, ...] = ("train",), evaluation: bool = False) -> RunConfig:
+    """Absolute paths, offline tiny models built, data files/columns and reward label checked
+    (and the meter's classifiers, with ``evaluation``)."""
+    cfg = resolve_paths(cfg)
+    for section, attr in MODEL_FIELDS:
+        sub = getattr(cfg, section)
+        if getattr(sub, attr) is not None:
+            resolved = resolve_model(getattr(sub, attr), cfg.run.cache_dir)
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{attr: resolved})})
+    check_data(cfg.data, splits)
+    check_reward(cfg.reward)
+    if evaluation:
+        check_evaluation(cfg)
+    return cfg

@@ -1,0 +1,68 @@
+"""`ray job submit` against a real local head: the path users take on clusters."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_submitted_train_job_succeeds_and_writes_its_outputs(tmp_path, tiny_cache):
+    import ray
+
+    assert not ray.is_initialized()  # this test owns the machine's Ray
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    port, dashboard = free_port(), free_port()
+    subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        # The shipped runtime env, with the hub cache moved off the cluster's shared disk.
+        runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
+        runtime_env["env_vars"]["HF_HOME"] = str(tmp_path / "hf")
+        runtime_env["env_vars"]["HF_HUB_OFFLINE"] = "1"
+        env_file = tmp_path / "runtime_env.yaml"
+        env_file.write_text(yaml.safe_dump(runtime_env))
+        results = tmp_path / "results"
+        submit = subprocess.run(
+            ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
+             "--runtime-env", str(env_file), "--no-wait", "--",
+             "python", "-m", "rlaf_ray", "train", "--config", "jobs/configs/offline_tiny.yaml",
+             "ppo.num_iterations=2", "evaluation.after_train=false", "run.name=submitted",
+             f"run.output_dir={results}", f"run.cache_dir={tiny_cache}"],
+            check=True, env=env, capture_output=True, text=True, timeout=300)
+        job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
+
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(address)
+        deadline = time.monotonic() + 600
+        while client.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            assert time.monotonic() < deadline, "job did not finish in 10 minutes"
+            time.sleep(5)
+        status, logs = client.get_job_status(job_id), client.get_job_logs(job_id)
+        assert status == JobStatus.SUCCEEDED, logs[-3000:]
+        assert "[rlaf] done: adapter in" in logs
+
+        run_dir = results / "submitted"
+        assert (run_dir / "final" / "adapter" / "adapter_config.json").is_file()
+        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+        # The working directory upload left results and caches behind.
+        assert "results/" in runtime_env["excludes"]
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
