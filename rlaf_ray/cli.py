@@ -1,4 +1,4 @@
-"""``rlaf-ray`` command line: train, toxicity, report, demo."""
+"""``rlaf-ray`` command line: train, sft, toxicity, compare, report, demo."""
 
 from __future__ import annotations
 
@@ -50,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     tox.add_argument("--actors", type=int, help="actor-pool size of the generator and each scorer")
     tox.add_argument("--out", default="results/toxicity", help="directory for metrics.json and samples.jsonl")
 
+    sft = commands.add_parser(
+        "sft", help="supervised fine-tuning baseline (LoRA) on the prompts' reference replies",
+        description="The same model, LoRA, data and resources as train, learning the reference replies "
+                    "with TRL's SFTTrainer on Ray Train; writes final/adapter and sft_metrics.json.",
+        epilog=TRAIN_EPILOG.replace("train", "sft"), formatter_class=raw)
+    sft.add_argument("--config", required=True, help="YAML configuration file")
+
+    compare = commands.add_parser(
+        "compare", help="base model vs the adapters of finished runs (e.g. SFT and RL), same prompts and seeds",
+        description="Measure the base model and each run's final adapter with the toxicity meter on the "
+                    "first run's held-out split; write comparison.csv, .md and .png.")
+    compare.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run directories")
+    compare.add_argument("--out", default="results/comparison", help="output directory")
+
     report = commands.add_parser(
         "report", help="before/after report of a finished run",
         description="Measure the base model and the run's final adapter on the held-out split with the "
@@ -62,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "offline, PPO on local Ray, the toxicity meter before and after, and the report.")
     demo.add_argument("--config", default=DEMO_CONFIG, help=f"configuration (default {DEMO_CONFIG})")
 
-    for sub in (train, tox, report, demo):
-        if sub is not report:
+    for sub in (train, sft, tox, compare, report, demo):
+        if sub not in (report, compare):
             sub.add_argument("--address", default=None,
                              help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
@@ -120,6 +134,18 @@ def run_report(args: argparse.Namespace) -> None:
     print(f"[rlaf] report: {run_dir / 'report'}")
 
 
+def run_compare(args: argparse.Namespace) -> None:
+    import ray
+
+    from rlaf_ray.evaluation.compare import compare
+
+    out = Path(args.out)
+    ray.init()
+    rows = compare([Path(r).resolve() for r in args.runs if r != "base"], out, args.overrides)
+    print_metrics({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows})
+    print(f"[rlaf] comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
+
+
 def run_demo(args: argparse.Namespace) -> None:
     from rlaf_ray.train import train
 
@@ -146,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
 
             run_dir = train(load_config(args.config, args.overrides), address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+        elif args.command == "sft":
+            from rlaf_ray.sft import sft
+
+            run_dir = sft(load_config(args.config, args.overrides), address=args.address)
+            print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+        elif args.command == "compare":
+            run_compare(args)
         elif args.command == "toxicity":
             run_toxicity(args)
         elif args.command == "report":

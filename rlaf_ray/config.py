@@ -148,6 +148,23 @@ class PPOConfig:
 
 
 @dataclass
+class SupervisedConfig:
+    """``rlaf-ray sft``: the supervised baseline on the prompts' reference replies."""
+
+    num_epochs: float = 3.0
+    learning_rate: float = 2.0e-4
+    # Per learner; the global batch is this times resources.learner.num_workers.
+    batch_size: int = 8
+    # Held-out split whose loss is reported (before training, every eval_steps, at the end).
+    eval_split: str = "eval"
+    eval_steps: int = 10
+    save_steps: int = 50
+    # Prompt + reply tokens per example (longer ones are cut).
+    max_length: int = 512
+    seed: int = 0
+
+
+@dataclass
 class EvaluationConfig:
     """The toxicity meter (RealToxicityPrompts protocol) and the before/after report."""
 
@@ -220,6 +237,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    sft: SupervisedConfig = field(default_factory=SupervisedConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunSettings = field(default_factory=RunSettings)
 
@@ -498,6 +516,16 @@ def validate(c: RunConfig) -> list[str]:
     _range(p, "evaluation.scorer_actors", e.scorer_actors, 1)
     _range(p, "evaluation.num_cpus_per_actor", e.num_cpus_per_actor, 0.0)
     _range(p, "evaluation.num_gpus_per_actor", e.num_gpus_per_actor, 0.0)
+
+    f = c.sft
+    if f.eval_split not in SPLITS:
+        p.append(f"sft.eval_split: {f.eval_split!r} is not a split; expected {', '.join(SPLITS)}")
+    _range(p, "sft.num_epochs", f.num_epochs, 0.0, low_open=True)
+    _range(p, "sft.learning_rate", f.learning_rate, 0.0, 1.0, low_open=True)
+    _range(p, "sft.batch_size", f.batch_size, 1)
+    _range(p, "sft.eval_steps", f.eval_steps, 1)
+    _range(p, "sft.save_steps", f.save_steps, 1)
+    _range(p, "sft.max_length", f.max_length, 2)
 
     o = c.ppo
     _range(p, "ppo.num_iterations", o.num_iterations, 1)

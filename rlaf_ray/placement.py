@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import ray
+from ray.train import ScalingConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rlaf_ray.config import ConfigError, RoleResources, RunConfig
@@ -22,11 +23,19 @@ def worker_demand(res: RoleResources) -> dict[str, float]:
     return {k: float(v) for k, v in demand.items() if v}
 
 
+def scaling_config(res: RoleResources) -> ScalingConfig:
+    per_worker = {"CPU": res.num_cpus, **res.resources}
+    if res.num_gpus:
+        per_worker["GPU"] = res.num_gpus
+    return ScalingConfig(num_workers=res.num_workers, use_gpu=res.num_gpus > 0,
+                         resources_per_worker=per_worker)
+
+
 def _fmt(resources: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
 
 
-def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[str]:
+def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]], roles: tuple[str, ...] = ROLES) -> list[str]:
     """One line per role that no node can host, and one if the roles exceed the cluster in total.
     ``nodes``: the total resources of each alive node."""
     problems = []
@@ -37,7 +46,7 @@ def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]]) -> list[st
     need: dict[str, float] = {}
     offered = "; ".join(_fmt({k: v for k, v in n.items() if not k.startswith(("node:", "memory", "object_store"))})
                         for n in nodes) or "none"
-    for role in ROLES:
+    for role in roles:
         res: RoleResources = getattr(cfg.resources, role)
         demand = worker_demand(res)
         for key, value in demand.items():
@@ -56,12 +65,12 @@ def alive_node_resources() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def ensure_placement(cfg: RunConfig) -> None:
+def ensure_placement(cfg: RunConfig, roles: tuple[str, ...] = ROLES) -> None:
     """Fail fast when the roles cannot be placed; wait up to ``run.resource_wait_s`` first for an
     autoscaling cluster to add the nodes they need."""
     deadline = time.monotonic() + cfg.run.resource_wait_s
     while True:
-        problems = placement_problems(cfg, alive_node_resources())
+        problems = placement_problems(cfg, alive_node_resources(), roles)
         if not problems:
             return
         if time.monotonic() >= deadline:

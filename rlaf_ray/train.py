@@ -19,7 +19,7 @@ import ray
 import ray.train
 import torch
 from ray.data import ExecutionOptions
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer, prepare_model
 
 from rlaf_ray.checkpoint import LoopState, load_checkpoint, save_adapter, save_checkpoint
@@ -33,7 +33,7 @@ from rlaf_ray.models.policy import (
     load_tokenizer,
     trainable_parameters,
 )
-from rlaf_ray.placement import ensure_placement, ensure_shared_output
+from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
 from rlaf_ray.preflight import prepare
 from rlaf_ray.ppo.learner import PPOLearner, collate, unwrap
 from rlaf_ray.reward import RewardWorker
@@ -75,14 +75,6 @@ def start_roles(cfg: RunConfig) -> Roles:
 def stop_roles(roles: Roles) -> None:
     for actor in roles.all():
         ray.kill(actor)
-
-
-def scaling_config(res: RoleResources) -> ScalingConfig:
-    per_worker = {"CPU": res.num_cpus, **res.resources}
-    if res.num_gpus:
-        per_worker["GPU"] = res.num_gpus
-    return ScalingConfig(num_workers=res.num_workers, use_gpu=res.num_gpus > 0,
-                         resources_per_worker=per_worker)
 
 
 def count_prompts(cfg: RunConfig, prompts: PromptSplit) -> dict[str, int]:

@@ -37,7 +37,8 @@ def two_node_cluster():
 
 @pytest.mark.slow
 def test_roles_land_on_the_nodes_the_config_names(two_node_cluster, policy_path, classifier_path, tmp_path):
-    from rlaf_ray.train import scaling_config, start_roles, stop_roles
+    from rlaf_ray.placement import scaling_config
+    from rlaf_ray.train import start_roles, stop_roles
 
     pin_infer = {"num_workers": 1, "num_cpus": 0.5, "resources": {"inference_node": 0.01}}
     cfg = from_dict(base_config(policy_path, classifier_path, tmp_path, resources={

@@ -88,6 +88,11 @@ def _drop_too_long(batch: pd.DataFrame) -> pd.DataFrame:
     return batch[~batch["too_long"].astype(bool)]
 
 
+def _add_shuffle_key(batch: pd.DataFrame, seed: int) -> pd.DataFrame:
+    keys = [_unit_hash(seed, f"shuffle\x00{i}\x00{p}") for i, p in zip(batch["id"], batch["prompt"])]
+    return batch.assign(shuffle_key=keys)
+
+
 @dataclass
 class PromptSplit:
     name: str
@@ -111,13 +116,20 @@ def load_split(cfg: DataConfig, model: ModelConfig, split: str = "train") -> Pro
     """One split as a Ray Data pipeline (see the module docstring for the steps)."""
     source = get_source(cfg)
     location = source.location(cfg)
-    ds = source.to_prompts(read_rows(location, raw_split_name(cfg, split), cfg), cfg)
+    raw = read_rows(location, raw_split_name(cfg, split), cfg)
+    # The same rows in the same order on every run (inherited by every stage below): caps,
+    # held-out prompts, shard contents and resumed data positions depend on it.
+    raw.context.execution_options.preserve_order = True
+    ds = source.to_prompts(raw, cfg)
     remote = {"num_cpus": cfg.num_cpus_per_task}
     if carved(cfg):
         ds = ds.map_batches(_keep_carved, fn_kwargs={"cfg": cfg, "split": split},
                             batch_format="pandas", **remote)
     if cfg.shuffle:
-        ds = ds.random_shuffle(seed=cfg.seed, **remote)
+        # A seeded shuffle that depends on the rows only, not on how they fall into blocks:
+        # sort by a hash of (seed, id, prompt).
+        ds = ds.map_batches(_add_shuffle_key, fn_kwargs={"seed": cfg.seed}, batch_format="pandas",
+                            **remote).sort("shuffle_key")
     if split in cfg.max_rows:
         ds = ds.limit(cfg.max_rows[split])
     flagged = ds.map_batches(limit_prompt_tokens, fn_kwargs={"model": model}, batch_format="pandas",

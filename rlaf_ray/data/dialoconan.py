@@ -46,9 +46,11 @@ def to_prompts(ds: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
     # The default hash shuffle starts aggregator actors sized for big clusters: on a small
     # machine it spends over a minute waiting for CPUs. The sort-based shuffle runs as tasks.
     ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    return ds.groupby("dialogue_id").map_groups(
+    prompts = ds.groupby("dialogue_id").map_groups(
         _dialogue_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
         num_cpus=cfg.num_cpus_per_task)
+    # Groups come out in an order that depends on sampled partition boundaries: fix it.
+    return prompts.sort("id")
 
 
 SOURCE = PromptSource(name="dialoconan", hub_name=None, text_column="text", template=TEMPLATE,

@@ -1,0 +1,141 @@
+"""Supervised fine-tuning baseline: the same policy, LoRA and data as ``train``, learning the
+prompts' reference replies (for DIALOCONAN: the counter-narratives) with TRL's ``SFTTrainer``.
+
+Distributed with Ray Train: a ``TorchTrainer`` runs one ``SFTTrainer`` per learner (DDP through
+``prepare_trainer``), Ray's ``RayTrainReportCallback`` reports metrics and checkpoints, and the
+run resumes from its latest checkpoint when started again. Loss is on reply tokens only
+(TRL's prompt-completion format with ``completion_only_loss``). The result is a standard PEFT
+adapter in ``<run>/final/adapter``, like ``train``, so the two compare on equal terms.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig
+from ray.train.torch import TorchTrainer
+
+from rlaf_ray.config import ConfigError, RunConfig, dump_yaml, from_dict
+from rlaf_ray.data import PromptSplit, load_split
+from rlaf_ray.models.policy import load_base_model, load_tokenizer, lora_config
+from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
+from rlaf_ray.preflight import prepare
+
+
+def count_references(split: PromptSplit) -> tuple[int, int]:
+    """(rows, rows with a reference reply), in one streaming pass."""
+    rows = with_reference = 0
+    for batch in split.dataset.iter_batches(batch_size=4096, batch_format="pandas"):
+        rows += len(batch)
+        with_reference += int(batch["reference"].map(lambda r: isinstance(r, str) and r.strip() != "").sum())
+    return rows, with_reference
+
+
+def check_references(cfg: RunConfig, split: PromptSplit) -> None:
+    rows, with_reference = count_references(split)
+    where = f"the {split.name!r} split of data.path {cfg.data.path!r} (source {cfg.data.source!r})"
+    if rows == 0:
+        raise ConfigError([f"sft: no prompts in {where}"])
+    if with_reference == 0:
+        hint = "set data.reference_column to the column holding the replies" if cfg.data.source == "files" \
+            else "this source gives no replies here"
+        raise ConfigError([f"sft: no reference replies in {where}; supervised fine-tuning needs a "
+                           f"'reference' for each prompt ({hint})"])
+
+
+def to_hf_dataset(rows: pd.DataFrame):
+    """Prompt-completion rows for TRL; prompts without a reply are left out."""
+    import datasets
+
+    rows = rows[rows["reference"].map(lambda r: isinstance(r, str) and r.strip() != "")]
+    return datasets.Dataset.from_dict({"prompt": list(rows["prompt"]), "completion": list(rows["reference"])})
+
+
+def build_sft_trainer(cfg: RunConfig, train_rows: pd.DataFrame, eval_rows: pd.DataFrame, output_dir: str):
+    """The TRL trainer for one learner (also used directly by tests, without Ray)."""
+    from trl import SFTConfig, SFTTrainer
+
+    s = cfg.sft
+    args = SFTConfig(
+        output_dir=output_dir, num_train_epochs=s.num_epochs, learning_rate=s.learning_rate,
+        per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=s.batch_size,
+        eval_strategy="steps", eval_steps=s.eval_steps, logging_steps=s.eval_steps,
+        save_strategy="steps", save_steps=s.save_steps, save_total_limit=cfg.run.keep_checkpoints,
+        max_length=s.max_length, completion_only_loss=True, packing=False, seed=s.seed,
+        bf16=cfg.model.dtype == "bf16" and torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(), report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, dataset_num_proc=None)
+    return SFTTrainer(model=load_base_model(cfg.model), args=args, train_dataset=to_hf_dataset(train_rows),
+                      eval_dataset=to_hf_dataset(eval_rows), processing_class=load_tokenizer(cfg.model),
+                      peft_config=lora_config(cfg.lora))
+
+
+def _rows(name: str) -> pd.DataFrame:
+    shard = ray.train.get_dataset_shard(name)
+    parts = list(shard.iter_batches(batch_size=1024, batch_format="pandas"))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["prompt", "reference"])
+
+
+def sft_loop(loop_config: dict) -> None:
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+
+    cfg = from_dict(loop_config["config"])
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = build_sft_trainer(cfg, _rows("train"), _rows("eval"), scratch)
+        trainer.add_callback(RayTrainReportCallback())
+        trainer = prepare_trainer(trainer)
+        resume = None
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            resume = checkpoint.to_directory(str(Path(scratch) / "resume"))
+            resume = str(Path(resume) / "checkpoint")
+        initial = trainer.evaluate()["eval_loss"] if resume is None else None
+        trainer.train(resume_from_checkpoint=resume)
+        final = trainer.evaluate()["eval_loss"]
+        if rank == 0:
+            run_dir = cfg.run_dir
+            trainer.model.save_pretrained(run_dir / "final" / "adapter")
+            trainer.processing_class.save_pretrained(run_dir / "final" / "adapter")
+            summary = {"eval_loss_initial": initial, "eval_loss_final": final,
+                       "log_history": trainer.state.log_history}
+            (run_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
+            print(f"[rlaf] sft: held-out loss {initial if initial is not None else 'n/a'} -> {final:.4f}",
+                  flush=True)
+
+
+def sft(cfg: RunConfig, address: str | None = None) -> Path:
+    """Run supervised fine-tuning to completion (or resume it); returns the run directory."""
+    cfg = prepare(cfg, ("train", cfg.sft.eval_split))
+    if not ray.is_initialized():
+        ray.init(address=address)
+    ensure_placement(cfg, roles=("learner",))
+    ensure_shared_output(cfg.run.output_dir)
+    splits = {"train": load_split(cfg.data, cfg.model, "train"),
+              "eval": load_split(cfg.data, cfg.model, cfg.sft.eval_split)}
+    for split in splits.values():
+        check_references(cfg, split)
+
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    TorchTrainer(
+        sft_loop,
+        train_loop_config={"config": cfg.to_dict()},
+        scaling_config=scaling_config(cfg.resources.learner),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name, storage_path=cfg.run.output_dir,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures)),
+        datasets={"train": splits["train"].dataset, "eval": splits["eval"].dataset},
+        # Each learner takes its share of train; every learner scores the whole held-out split.
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    ).fit()
+    return run_dir
+
