@@ -1,4 +1,4 @@
-"""``rlaf-ray`` command line: train, sft, toxicity, compare, report, demo."""
+"""``rlaf-ray`` command line: train, sft, toxicity, compare, report, demo, merge, generate."""
 
 from __future__ import annotations
 
@@ -64,6 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run directories")
     compare.add_argument("--out", default="results/comparison", help="output directory")
 
+    merge = commands.add_parser(
+        "merge", help="fold a LoRA adapter into its base model (a standard from_pretrained directory)",
+        description="merge_and_unload: the merged model and its tokenizer, saved as safetensors.")
+    merge.add_argument("--base", required=True, help="base model name or path")
+    merge.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. results/<run>/final/adapter)")
+    merge.add_argument("--out", required=True, help="output directory")
+    merge.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
+
+    gen = commands.add_parser(
+        "generate", help="sample continuations with the training sampling controls",
+        description="One sampled continuation per prompt; generation.* overrides (or --config) set "
+                    "max_new_tokens, min_new_tokens, temperature, top_k, top_p, repetition_penalty.")
+    gen.add_argument("--model", required=True, help="model name or path (base or merged)")
+    gen.add_argument("--adapter", help="PEFT adapter directory to apply")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", help="one prompt")
+    source.add_argument("--prompts", help="file: one prompt per line, or JSONL with a 'prompt' field")
+    gen.add_argument("--config", help="YAML configuration file (its generation and model sections)")
+    gen.add_argument("--out", help="write JSONL rows {prompt, response} here instead of printing")
+    gen.add_argument("--seed", type=int, default=0)
+
     report = commands.add_parser(
         "report", help="before/after report of a finished run",
         description="Measure the base model and the run's final adapter on the held-out split with the "
@@ -76,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "offline, PPO on local Ray, the toxicity meter before and after, and the report.")
     demo.add_argument("--config", default=DEMO_CONFIG, help=f"configuration (default {DEMO_CONFIG})")
 
+    for sub in (merge,):
+        sub.set_defaults(overrides=[])
+    gen.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
     for sub in (train, sft, tox, compare, report, demo):
         if sub not in (report, compare):
             sub.add_argument("--address", default=None,
@@ -146,6 +170,31 @@ def run_compare(args: argparse.Namespace) -> None:
     print(f"[rlaf] comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
 
 
+def run_merge(args: argparse.Namespace) -> None:
+    from rlaf_ray.config import ModelConfig
+    from rlaf_ray.export import merge
+
+    model = ModelConfig(name_or_path=args.base, trust_remote_code=args.trust_remote_code)
+    out = merge(model, str(Path(args.adapter).resolve()), Path(args.out))
+    print(f"[rlaf] merged model in {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from rlaf_ray.export import generate, read_prompts
+
+    cfg = load_config(args.config, [f"model.name_or_path={args.model}", *args.overrides])
+    prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
+    responses = generate(cfg.model, args.adapter, prompts, cfg.generation, seed=args.seed)
+    if args.out:
+        with open(args.out, "w") as f:
+            for p, r in zip(prompts, responses):
+                f.write(json.dumps({"prompt": p, "response": r}) + "\n")
+        print(f"[rlaf] {len(responses)} responses in {args.out}")
+    else:
+        for p, r in zip(prompts, responses):
+            print(f"{p}{r}\n---")
+
+
 def run_demo(args: argparse.Namespace) -> None:
     from rlaf_ray.train import train
 
@@ -177,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
 
             run_dir = sft(load_config(args.config, args.overrides), address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+        elif args.command == "merge":
+            run_merge(args)
+        elif args.command == "generate":
+            run_generate(args)
         elif args.command == "compare":
             run_compare(args)
         elif args.command == "toxicity":

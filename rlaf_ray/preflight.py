@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlaf_ray.config import MODEL_FIELDS, ConfigError, RewardConfig, RunConfig, resolve_paths
+from rlaf_ray.config import MODEL_FIELDS, ConfigError, ModelConfig, RewardConfig, RunConfig, resolve_paths
 from rlaf_ray.data import check_data
 from rlaf_ray.models.tiny import resolve_model
 from rlaf_ray.reward import check_reward
@@ -24,6 +24,32 @@ def check_evaluation(cfg: RunConfig) -> None:
                                for line in err.problems])
 
 
+def linear_layer_names(model: ModelConfig) -> list[str]:
+    """Names (last part) of the model's linear layers, from its config on the meta device: no
+    weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
+    return sorted({name.rsplit(".", 1)[-1] for name, module in net.named_modules()
+                   if isinstance(module, (torch.nn.Linear, Conv1D))})
+
+
+def check_lora_targets(cfg: RunConfig) -> None:
+    """Every lora.target_modules entry names a linear layer of the policy (peft matches names by
+    their last part): a typo fails here, naming the layers there are."""
+    if not cfg.lora.target_modules:
+        return
+    layers = linear_layer_names(cfg.model)
+    missing = [t for t in cfg.lora.target_modules if t not in layers]
+    if missing:
+        raise ConfigError([f"lora.target_modules: {missing[0]!r} is not a linear layer of "
+                           f"{cfg.model.name_or_path!r}; its linear layers: {', '.join(layers)}"])
+
+
 def prepare(cfg: RunConfig, splits: tuple[str, ...] = ("train",), evaluation: bool = False) -> RunConfig:
     """Absolute paths, offline tiny models built, data files/columns and reward label checked
     (and the meter's classifiers, with ``evaluation``)."""
@@ -34,6 +60,7 @@ def prepare(cfg: RunConfig, splits: tuple[str, ...] = ("train",), evaluation: bo
             resolved = resolve_model(getattr(sub, attr), cfg.run.cache_dir)
             cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{attr: resolved})})
     check_data(cfg.data, splits)
+    check_lora_targets(cfg)
     check_reward(cfg.reward)
     if evaluation:
         check_evaluation(cfg)

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rlaf_ray.config import ConfigError, RewardConfig, RunConfig, from_dict
+from rlaf_ray.memory import peak_memory_mib
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
@@ -113,4 +114,4 @@ class RewardWorker:
         scores = [float(s) for s in self.reward_fn(rollout["prompts"], rollout["responses"])]
         if len(scores) != len(rollout["responses"]):
             raise ValueError(f"reward: got {len(scores)} scores for {len(rollout['responses'])} responses")
-        return {"scores": scores, "seconds": time.perf_counter() - start}
+        return {"scores": scores, "seconds": time.perf_counter() - start, "peak_memory_mib": peak_memory_mib()}

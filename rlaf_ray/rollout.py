@@ -13,6 +13,7 @@ from transformers import GenerationConfig
 
 from rlaf_ray.config import GenerationConfig as GenerationSettings
 from rlaf_ray.config import RunConfig, from_dict
+from rlaf_ray.memory import peak_memory_mib
 from rlaf_ray.models.policy import eos_token_id, load_adapter_state, load_policy, load_tokenizer
 
 
@@ -88,4 +89,5 @@ class RolloutWorker:
             "version": self.version,
             "max_new_tokens": max_new_tokens,
             "seconds": time.perf_counter() - start,
+            "peak_memory_mib": peak_memory_mib(),
         }

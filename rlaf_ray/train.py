@@ -25,6 +25,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 from rlaf_ray.checkpoint import LoopState, load_checkpoint, save_adapter, save_checkpoint
 from rlaf_ray.config import ConfigError, RoleResources, RunConfig, dump_yaml, from_dict
 from rlaf_ray.data import PromptSplit, get_source, load_split
+from rlaf_ray.memory import peak_memory_mib
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
@@ -251,6 +252,10 @@ def learner_loop(loop_config: dict) -> None:
             "perf/samples_per_second": cfg.ppo.batch_size / (t_end - t_start),
             "policy/version": state.iteration, "data/epoch": state.epoch,
             "params/trainable": trainable,
+            # GPU memory where there is a GPU, resident memory otherwise (this rank, its actors).
+            "memory/learner_peak_mib": peak_memory_mib(),
+            "memory/rollout_peak_mib": out["peak_memory_mib"],
+            "memory/reward_peak_mib": scored["peak_memory_mib"],
         })
         if log is not None:
             log.write(state.iteration, metrics)

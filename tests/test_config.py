@@ -118,3 +118,14 @@ def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "rlaf_ray", "train", "--help"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and "--config" in out.stdout and "key=value" in out.stdout
+
+
+def test_unknown_lora_target_module_names_the_linear_layers(policy_path, classifier_path, tmp_path):
+    from rlaf_ray.preflight import prepare
+    from tests.conftest import base_config
+
+    config = base_config(policy_path, classifier_path, tmp_path, lora={"target_modules": ["q_proj", "qkv_proj"]})
+    with pytest.raises(ConfigError) as err:
+        prepare(from_dict(config))
+    assert str(err.value) == (f"lora.target_modules: 'qkv_proj' is not a linear layer of '{policy_path}'; its linear "
+                              "layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj")

@@ -16,7 +16,8 @@ from tests.conftest import base_config
 REQUIRED_METRICS = (
     "reward/mean", "reward/std", "kl/mean", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy",
     "ppo/clip_fraction", "ppo/approx_kl", "response/length_mean", "time/generate", "time/score",
-    "time/learn", "time/sync", "perf/samples_per_second",
+    "time/learn", "time/sync", "perf/samples_per_second", "memory/learner_peak_mib",
+    "memory/rollout_peak_mib", "memory/reward_peak_mib",
 )
 
 
@@ -74,5 +75,8 @@ def test_classifier_reward_run(ray_local, policy_path, classifier_path, tmp_path
     assert len(metrics) == 2
     # raw nothate logits of the tiny classifier: well away from 0 (about -3 to +3)
     assert all(abs(m["reward/mean"]) > 0.5 and m["reward/non_finite"] == 0 for m in metrics)
+    # resident memory of the processes (no GPU here): a tiny model still needs its runtime
+    assert all(100 < m[f"memory/{role}_peak_mib"] < 20_000 for m in metrics
+               for role in ("learner", "rollout", "reward"))
     state = torch.load(run_dir / "checkpoint_000002" / "learner.pt", weights_only=True)
     assert set(state) == {"optimizer", "kl_ctl", "generator"}

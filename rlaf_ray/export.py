@@ -1,0 +1,72 @@
+"""Using a trained adapter outside training: merge it into its base model, or generate with it.
+
+``merge`` writes a standard ``from_pretrained`` directory (weights as safetensors, with the
+tokenizer); ``generate`` samples with the same controls as training (``generation`` section).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from rlaf_ray.config import ConfigError, GenerationConfig, ModelConfig
+from rlaf_ray.models.policy import eos_token_id, load_base_model, load_tokenizer
+from rlaf_ray.rollout import hf_generation_config, sample_max_new_tokens
+
+
+def load_with_adapter(model: ModelConfig, adapter: str | None):
+    net = load_base_model(model)
+    if adapter is None:
+        return net
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError([f"--adapter {adapter!r}: no adapter_config.json in it; expected a PEFT adapter directory"])
+    return PeftModel.from_pretrained(net, adapter)
+
+
+def merge(model: ModelConfig, adapter: str, out_dir: Path) -> Path:
+    """Fold the LoRA weights into the base (``merge_and_unload``) and save model + tokenizer."""
+    merged = load_with_adapter(model, adapter).merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    load_tokenizer(model).save_pretrained(out_dir)
+    return out_dir
+
+
+@torch.no_grad()
+def generate(model: ModelConfig, adapter: str | None, prompts: Sequence[str], generation: GenerationConfig,
+             seed: int = 0, batch_size: int = 8) -> list[str]:
+    """One sampled continuation per prompt, with the training sampling controls."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(model)
+    net = load_with_adapter(model, adapter).to(device).eval()
+    eos = eos_token_id(generation, tokenizer)
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
+                        max_length=model.max_prompt_length).to(device)
+        config = hf_generation_config(generation, sample_max_new_tokens(generation.max_new_tokens, seed + start),
+                                      eos, tokenizer.pad_token_id)
+        torch.manual_seed(seed + start)
+        ids = net.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1]:]
+        out.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
+    return out
+
+
+def read_prompts(path: str) -> list[str]:
+    """A text file (one prompt per line) or JSONL with a ``prompt`` field."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"--prompts {path!r}: file not found"])
+    lines = [line for line in p.read_text().splitlines() if line.strip()]
+    if p.suffix == ".jsonl":
+        rows = [json.loads(line) for line in lines]
+        if any("prompt" not in r for r in rows):
+            raise ConfigError([f"--prompts {path!r}: every JSONL row needs a 'prompt' field"])
+        return [str(r["prompt"]) for r in rows]
+    return lines

@@ -1,0 +1,66 @@
+"""Adapter export: merged model logits equal base + adapter; generation with training controls."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from rlaf_ray.config import GenerationConfig, LoraSettings, ModelConfig
+from rlaf_ray.models.policy import load_policy
+from tests.conftest import REPO
+
+
+def trained_adapter(policy_path, directory) -> str:
+    """A LoRA adapter with non-zero weights (B starts at zero: perturb it so merging matters)."""
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(name_or_path=policy_path), LoraSettings(target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    policy.save_pretrained(directory)
+    return str(directory)
+
+
+def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path):
+    adapter = trained_adapter(policy_path, tmp_path / "adapter")
+    out = tmp_path / "merged"
+    result = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", policy_path, "--adapter", adapter,
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(out.glob("*.safetensors")) and (out / "tokenizer.json").is_file()
+
+    ids = torch.tensor([[1, 45, 87, 200, 13, 99, 7]])
+    base = AutoModelForCausalLM.from_pretrained(policy_path).eval()
+    with torch.no_grad():
+        plain = base(ids).logits
+        with_adapter = PeftModel.from_pretrained(base, adapter).eval()(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+    assert not torch.allclose(plain, with_adapter, atol=1e-3)  # the adapter changes the model
+    assert torch.allclose(merged, with_adapter, atol=1e-4)
+
+
+def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_path):
+    from rlaf_ray.export import generate
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"#Person1#: Hello {i}.\n#Person2#:"}) + "\n" for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, "-m", "rlaf_ray", "generate", "--model", policy_path,
+                             "--prompts", str(prompts), "--out", str(out), "generation.max_new_tokens=6",
+                             "generation.min_new_tokens=6"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [f"#Person1#: Hello {i}.\n#Person2#:" for i in range(3)]
+    assert all(r["response"].strip() for r in rows)
+    # same seed, same controls: the same samples
+    again = generate(ModelConfig(name_or_path=policy_path), None, [r["prompt"] for r in rows],
+                     GenerationConfig(max_new_tokens=6, min_new_tokens=6))
+    assert again == [r["response"] for r in rows]
