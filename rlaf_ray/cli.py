@@ -1,4 +1,4 @@
-"""``rlaf-ray`` command line: train, sft, toxicity, compare, report, demo, merge, generate."""
+"""``rlaf-ray`` command line: train, tune, sft, toxicity, compare, report, demo, merge, generate."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ overrides use dotted keys, values parsed as YAML, e.g.
       generation.max_new_tokens=[8,16] run.name=try2
 A run started again with the same run.name and run.output_dir resumes from its latest checkpoint.
 """
+TUNE_EPILOG = """\
+the search space is the config's tune section, e.g.
+  tune:
+    search_space:
+      lora.r: {choice: [4, 8, 16, 32, 64]}
+      ppo.learning_rate: {loguniform: [1.0e-5, 1.0e-3]}
+    num_samples: 8
+  rlaf-ray tune --config jobs/configs/tune_offline_tiny.yaml tune.num_samples=4
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(evaluation.after_train) the before/after report.", epilog=TRAIN_EPILOG,
         formatter_class=raw)
     train.add_argument("--config", required=True, help="YAML configuration file")
+
+    tune = commands.add_parser(
+        "tune", help="Ray Tune search (e.g. LoRA rank, learning rate): every trial a full PPO run",
+        description="Search the fields in the config's tune.search_space with ASHA early stopping; "
+                    "writes trials.csv, trials.md and best_config.yaml in <run.output_dir>/<run.name>.",
+        epilog=TUNE_EPILOG, formatter_class=raw)
+    tune.add_argument("--config", required=True, help="YAML configuration file with a tune section")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue the stopped search in <run.output_dir>/<run.name> (same config)")
 
     tox = commands.add_parser(
         "toxicity", help="measure a model's toxicity (RealToxicityPrompts protocol)",
@@ -71,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. results/<run>/final/adapter)")
     merge.add_argument("--out", required=True, help="output directory")
     merge.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
+    merge.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                       help="precision of the merged weights (a float base: train on 4bit, merge into fp32/bf16)")
 
     gen = commands.add_parser(
         "generate", help="sample continuations with the training sampling controls",
@@ -100,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (merge,):
         sub.set_defaults(overrides=[])
     gen.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
-    for sub in (train, sft, tox, compare, report, demo):
+    for sub in (train, tune, sft, tox, compare, report, demo):
         if sub not in (report, compare):
             sub.add_argument("--address", default=None,
                              help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
@@ -174,9 +194,11 @@ def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.config import ModelConfig
     from rlaf_ray.export import merge
 
-    model = ModelConfig(name_or_path=args.base, trust_remote_code=args.trust_remote_code)
+    from rlaf_ray.models.policy import auto_class
+
+    model = ModelConfig(name_or_path=args.base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     out = merge(model, str(Path(args.adapter).resolve()), Path(args.out))
-    print(f"[rlaf] merged model in {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+    print(f"[rlaf] merged model in {out} ({auto_class(model).__name__}.from_pretrained({str(out)!r}))")
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -221,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_dir = train(load_config(args.config, args.overrides), address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+        elif args.command == "tune":
+            from rlaf_ray.tune import tune_search
+
+            exp = tune_search(load_config(args.config, args.overrides), address=args.address, resume=args.resume)
+            print(f"[rlaf] done: {exp / 'trials.md'}")
         elif args.command == "sft":
             from rlaf_ray.sft import sft
 

@@ -32,14 +32,30 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+FLOAT_DTYPES = ("fp32", "bf16", "fp16")
+QUANTIZED_DTYPES = ("8bit", "4bit")
+
+
 @dataclass
 class ModelConfig:
-    # A hub name, a local directory, or ``tiny:llama`` for the offline tiny policy.
+    # A hub name, a local directory, or ``tiny:llama`` for the offline tiny policy. Causal or
+    # seq2seq (T5) is read from the model's own config, not chosen here.
     name_or_path: str = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Weights of the frozen base: a float type, or a bitsandbytes quantization (QLoRA). The
+    # adapter and the value head stay in float32 either way.
+    dtype: Literal["fp32", "bf16", "fp16", "8bit", "4bit"] = "fp32"
+    # 4bit only (the QLoRA recipe: NF4, bf16 compute, double quantization).
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_compute_dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    bnb_4bit_use_double_quant: bool = True
+    # Recompute activations in the backward pass: less memory, about a third more learner time.
+    gradient_checkpointing: bool = False
     trust_remote_code: bool = False
     # Prompts longer than this (in policy tokens) are truncated from the left.
     max_prompt_length: int = 512
+    # Wrap each prompt as a user turn with the tokenizer's chat template (chat models such as
+    # TinyLlama chat); pair with generation.eos_token set to the template's end-of-turn token.
+    chat_template: bool = False
 
 
 @dataclass
@@ -48,8 +64,12 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     bias: Literal["none", "all", "lora_only"] = "none"
-    # None: peft's default for the architecture (q_proj/v_proj for Llama, query_key_value for ...).
+    # None: peft's default for the architecture (q_proj/v_proj for Llama and OPT, q/v for T5,
+    # query_key_value for GPT-NeoX and Bloom, c_attn for GPT-2).
     target_modules: list[str] | None = None
+    # A saved PEFT adapter directory to continue training from (its own r, alpha and targets
+    # apply; the settings above are then unused). None: a fresh adapter.
+    init_from: str | None = None
 
 
 @dataclass
@@ -61,8 +81,10 @@ class GenerationConfig:
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
-    # None: the tokenizer's EOS token.
+    # The token that ends a response, by id or by its text (e.g. "<|im_end|>" for ChatML chat
+    # templates). Neither: the tokenizer's EOS token.
     eos_token_id: int | None = None
+    eos_token: str | None = None
 
 
 @dataclass
@@ -229,6 +251,32 @@ class RunSettings:
 
 
 @dataclass
+class TuneSettings:
+    """``rlaf-ray tune``: a Ray Tune search in which every trial is a full PPO run."""
+
+    # Dotted config field -> one spec: {choice: [...]}, {grid: [...]} (every value, in order),
+    # {uniform: [low, high]} or {loguniform: [low, high]}; e.g. {lora.r: {choice: [4, 8, 16]}}.
+    # Checked by rlaf_ray.tune_space (it knows the fields and the metrics a run reports).
+    search_space: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 4
+    # random (Tune's BasicVariantGenerator), optuna or hyperopt (when installed).
+    search_alg: Literal["random", "optuna", "hyperopt"] = "random"
+    seed: int | None = 0
+    # A metric the run reports each iteration (reward/mean, kl/mean, ppo/..., ...).
+    metric: str = "reward/mean"
+    mode: Literal["max", "min"] = "max"
+    # asha: stop trials whose metric trails at a rung; fifo: run every trial to the end.
+    scheduler: Literal["asha", "fifo"] = "asha"
+    # ASHA: PPO iterations before a trial can be stopped, and the rung spacing / kept share 1/rf.
+    grace_period: int = 2
+    reduction_factor: float = 2.0
+    # Trials at once; null: as many as the cluster can host completely (see rlaf_ray.tune).
+    max_concurrent_trials: int | None = None
+    # CPUs held by each trial's driver (the Tune function that starts the roles and the learners).
+    driver_num_cpus: float = 0.25
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -240,6 +288,7 @@ class RunConfig:
     sft: SupervisedConfig = field(default_factory=SupervisedConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunSettings = field(default_factory=RunSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -270,6 +319,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ValueError naming ``where`` and the expectation."""
+    if tp is Any:  # checked by the section's own validation (tune.search_space)
+        return value
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         for option in get_args(tp):
@@ -473,6 +524,10 @@ def validate(c: RunConfig) -> list[str]:
     _range(p, "generation.top_k", g.top_k, 0)
     _range(p, "generation.top_p", g.top_p, 0.0, 1.0, low_open=True)
     _range(p, "generation.repetition_penalty", g.repetition_penalty, 0.0, low_open=True)
+    if g.eos_token_id is not None and g.eos_token is not None:
+        p.append("generation.eos_token: set together with generation.eos_token_id; give one of them")
+    if g.eos_token is not None and not g.eos_token:
+        p.append("generation.eos_token: empty; give the end token's text or null")
 
     r = c.reward
     _range(p, "reward.batch_size", r.batch_size, 1)
@@ -568,6 +623,13 @@ def validate(c: RunConfig) -> list[str]:
     _range(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
     _range(p, "run.max_failures", run.max_failures, -1)
     _range(p, "run.resource_wait_s", run.resource_wait_s, 0.0)
+
+    t = c.tune
+    _range(p, "tune.num_samples", t.num_samples, 1)
+    _range(p, "tune.grace_period", t.grace_period, 1)
+    _range(p, "tune.reduction_factor", t.reduction_factor, 1.0, low_open=True)
+    _range(p, "tune.max_concurrent_trials", t.max_concurrent_trials, 1)
+    _range(p, "tune.driver_num_cpus", t.driver_num_cpus, 0.0, low_open=True)
     return p
 
 
@@ -603,6 +665,8 @@ def resolve_paths(c: RunConfig) -> RunConfig:
                                 cache_dir=str(Path(c.run.cache_dir).expanduser().resolve()))
     if c.data.path is not None and is_local_path(c.data.path):
         c.data = dataclasses.replace(c.data, path=str(Path(c.data.path).expanduser().resolve()))
+    if c.lora.init_from is not None:
+        c.lora = dataclasses.replace(c.lora, init_from=str(Path(c.lora.init_from).expanduser().resolve()))
     for section, attr in MODEL_FIELDS:
         sub = getattr(c, section)
         value = getattr(sub, attr)

@@ -13,12 +13,20 @@ from typing import Sequence
 import torch
 
 from rlaf_ray.config import ConfigError, GenerationConfig, ModelConfig
-from rlaf_ray.models.policy import eos_token_id, load_base_model, load_tokenizer
+from rlaf_ray.models.policy import (
+    DTYPES,
+    encode_prompts,
+    eos_token_id,
+    generated_tokens,
+    is_seq2seq,
+    load_base_model,
+    load_tokenizer,
+)
 from rlaf_ray.rollout import hf_generation_config, sample_max_new_tokens
 
 
-def load_with_adapter(model: ModelConfig, adapter: str | None):
-    net = load_base_model(model)
+def load_with_adapter(model: ModelConfig, adapter: str | None, device: torch.device | str = "cpu"):
+    net = load_base_model(model, device)
     if adapter is None:
         return net
     from peft import PeftModel
@@ -30,6 +38,9 @@ def load_with_adapter(model: ModelConfig, adapter: str | None):
 
 def merge(model: ModelConfig, adapter: str, out_dir: Path) -> Path:
     """Fold the LoRA weights into the base (``merge_and_unload``) and save model + tokenizer."""
+    if model.dtype not in DTYPES:
+        raise ConfigError([f"model.dtype: {model.dtype!r}; merge into a float base (fp32, bf16 or fp16): "
+                           "LoRA weights folded into quantized weights would be rounded away"])
     merged = load_with_adapter(model, adapter).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
@@ -43,17 +54,17 @@ def generate(model: ModelConfig, adapter: str | None, prompts: Sequence[str], ge
     """One sampled continuation per prompt, with the training sampling controls."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model)
-    net = load_with_adapter(model, adapter).to(device).eval()
+    net = load_with_adapter(model, adapter, device).eval()
+    seq2seq = is_seq2seq(model)
     eos = eos_token_id(generation, tokenizer)
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
-                        max_length=model.max_prompt_length).to(device)
+        enc = encode_prompts(tokenizer, chunk, model, device)
         config = hf_generation_config(generation, sample_max_new_tokens(generation.max_new_tokens, seed + start),
                                       eos, tokenizer.pad_token_id)
         torch.manual_seed(seed + start)
-        ids = net.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1]:]
+        ids = generated_tokens(net.generate(**enc, generation_config=config), enc["input_ids"].shape[1], seq2seq)
         out.extend(tokenizer.batch_decode(ids, skip_special_tokens=True))
     return out
 

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from rlaf_ray.config import MODEL_FIELDS, ConfigError, ModelConfig, RewardConfig, RunConfig, resolve_paths
 from rlaf_ray.data import check_data
+from rlaf_ray.models.policy import (
+    auto_class,
+    check_init_adapter,
+    check_precision,
+    eos_token_id,
+    format_prompts,
+    load_tokenizer,
+)
 from rlaf_ray.models.tiny import resolve_model
 from rlaf_ray.reward import check_reward
 
@@ -28,12 +38,12 @@ def linear_layer_names(model: ModelConfig) -> list[str]:
     """Names (last part) of the model's linear layers, from its config on the meta device: no
     weights are read."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
     from transformers.pytorch_utils import Conv1D
 
     config = AutoConfig.from_pretrained(model.name_or_path, trust_remote_code=model.trust_remote_code)
     with torch.device("meta"):
-        net = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
+        net = auto_class(model).from_config(config, trust_remote_code=model.trust_remote_code)
     return sorted({name.rsplit(".", 1)[-1] for name, module in net.named_modules()
                    if isinstance(module, (torch.nn.Linear, Conv1D))})
 
@@ -41,13 +51,26 @@ def linear_layer_names(model: ModelConfig) -> list[str]:
 def check_lora_targets(cfg: RunConfig) -> None:
     """Every lora.target_modules entry names a linear layer of the policy (peft matches names by
     their last part): a typo fails here, naming the layers there are."""
-    if not cfg.lora.target_modules:
+    if not cfg.lora.target_modules or cfg.lora.init_from is not None:  # an adapter to continue has its own
         return
     layers = linear_layer_names(cfg.model)
     missing = [t for t in cfg.lora.target_modules if t not in layers]
     if missing:
         raise ConfigError([f"lora.target_modules: {missing[0]!r} is not a linear layer of "
                            f"{cfg.model.name_or_path!r}; its linear layers: {', '.join(layers)}"])
+
+
+def check_policy(cfg: RunConfig) -> None:
+    """What the policy's roles would trip on after their actors started: the adapter to continue,
+    the chat template and end token (reads the tokenizer only), and the precision, where every
+    role runs on CPU like this process (with GPUs, each role checks its own device at load)."""
+    check_init_adapter(cfg.lora)
+    tokenizer = load_tokenizer(cfg.model)
+    format_prompts(tokenizer, ["probe"], cfg.model.chat_template)
+    eos_token_id(cfg.generation, tokenizer)
+    roles = (cfg.resources.learner, cfg.resources.rollout, cfg.resources.reward)
+    if all(role.num_gpus == 0 for role in roles):
+        check_precision(cfg.model, torch.device("cpu"))
 
 
 def prepare(cfg: RunConfig, splits: tuple[str, ...] = ("train",), evaluation: bool = False) -> RunConfig:
@@ -61,6 +84,7 @@ def prepare(cfg: RunConfig, splits: tuple[str, ...] = ("train",), evaluation: bo
             cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{attr: resolved})})
     check_data(cfg.data, splits)
     check_lora_targets(cfg)
+    check_policy(cfg)
     check_reward(cfg.reward)
     if evaluation:
         check_evaluation(cfg)

@@ -14,7 +14,15 @@ from transformers import GenerationConfig
 from rlaf_ray.config import GenerationConfig as GenerationSettings
 from rlaf_ray.config import RunConfig, from_dict
 from rlaf_ray.memory import peak_memory_mib
-from rlaf_ray.models.policy import eos_token_id, load_adapter_state, load_policy, load_tokenizer
+from rlaf_ray.models.policy import (
+    encode_prompts,
+    eos_token_id,
+    generated_tokens,
+    is_seq2seq,
+    load_adapter_state,
+    load_policy,
+    load_tokenizer,
+)
 
 
 def sample_max_new_tokens(setting: int | list[int], seed: int) -> int:
@@ -42,7 +50,8 @@ class RolloutWorker:
         self.worker_index = worker_index
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = load_tokenizer(self.cfg.model)
-        self.model = load_policy(self.cfg.model, self.cfg.lora).to(self.device).eval()
+        self.seq2seq = is_seq2seq(self.cfg.model)
+        self.model = load_policy(self.cfg.model, self.cfg.lora, self.device).eval()
         self.eos_token_id = eos_token_id(self.cfg.generation, self.tokenizer)
         # Version of the adapter in use: 0 is the untrained adapter, then one per PPO update.
         self.version = 0
@@ -61,15 +70,14 @@ class RolloutWorker:
         """Sample one response per prompt. Returns ids, text and the adapter version used."""
         start = time.perf_counter()
         max_new_tokens = sample_max_new_tokens(self.cfg.generation.max_new_tokens, seed)
-        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.cfg.model.max_prompt_length).to(self.device)
+        enc = encode_prompts(self.tokenizer, prompts, self.cfg.model, self.device)
         gen_cfg = hf_generation_config(self.cfg.generation, max_new_tokens, self.eos_token_id,
                                        self.tokenizer.pad_token_id)
         torch.manual_seed(seed)
         output = self.model.generate(**enc, generation_config=gen_cfg)
-        prompt_len = enc["input_ids"].shape[1]
+        new_tokens = generated_tokens(output, enc["input_ids"].shape[1], self.seq2seq)
         prompt_ids, response_ids, ended = [], [], []
-        for row, mask, generated in zip(enc["input_ids"], enc["attention_mask"], output[:, prompt_len:]):
+        for row, mask, generated in zip(enc["input_ids"], enc["attention_mask"], new_tokens):
             prompt_ids.append(row[mask.bool()].tolist())
             tokens = generated.tolist()
             # Cut after the first EOS (kept: the policy is rewarded for choosing to stop);

@@ -23,7 +23,7 @@ from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import ConfigError, RunConfig, dump_yaml, from_dict
 from rlaf_ray.data import PromptSplit, load_split
-from rlaf_ray.models.policy import load_base_model, load_tokenizer, lora_config
+from rlaf_ray.models.policy import is_seq2seq, load_base_model, load_tokenizer, lora_config
 from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
 from rlaf_ray.preflight import prepare
 
@@ -71,7 +71,9 @@ def build_sft_trainer(cfg: RunConfig, train_rows: pd.DataFrame, eval_rows: pd.Da
         bf16=cfg.model.dtype == "bf16" and torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(), report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, dataset_num_proc=None)
-    return SFTTrainer(model=load_base_model(cfg.model), args=args, train_dataset=to_hf_dataset(train_rows),
+    # Loaded onto its device: a quantized base cannot be moved there afterwards.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return SFTTrainer(model=load_base_model(cfg.model, device), args=args, train_dataset=to_hf_dataset(train_rows),
                       eval_dataset=to_hf_dataset(eval_rows), processing_class=load_tokenizer(cfg.model),
                       peft_config=lora_config(cfg.lora))
 
@@ -113,6 +115,9 @@ def sft_loop(loop_config: dict) -> None:
 def sft(cfg: RunConfig, address: str | None = None) -> Path:
     """Run supervised fine-tuning to completion (or resume it); returns the run directory."""
     cfg = prepare(cfg, ("train", cfg.sft.eval_split))
+    if is_seq2seq(cfg.model):
+        raise ConfigError([f"model.name_or_path: {cfg.model.name_or_path!r} is a seq2seq (encoder-decoder) "
+                           "model; the SFT baseline uses TRL's SFTTrainer, which trains causal LMs only"])
     if not ray.is_initialized():
         ray.init(address=address)
     ensure_placement(cfg, roles=("learner",))

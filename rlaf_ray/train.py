@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ray
 import ray.train
+import ray.train.torch
 import torch
 from ray.data import ExecutionOptions
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig
@@ -46,9 +47,17 @@ from rlaf_ray.run_log import RunLog
 # Driver side
 
 
-def actor_options(res: RoleResources, name: str) -> dict:
-    return {"name": name, "num_cpus": res.num_cpus, "num_gpus": res.num_gpus,
-            "resources": dict(res.resources)}
+def actor_options(res: RoleResources, name: str, placement_group=None) -> dict:
+    """``placement_group``: reserved for these actors (a Tune trial's group): each goes into any
+    bundle with room, and what it starts itself is not held to the group."""
+    options = {"name": name, "num_cpus": res.num_cpus, "num_gpus": res.num_gpus,
+               "resources": dict(res.resources)}
+    if placement_group is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            placement_group, placement_group_bundle_index=-1, placement_group_capture_child_tasks=False)
+    return options
 
 
 @dataclass
@@ -60,13 +69,15 @@ class Roles:
         return self.rollout + self.reward
 
 
-def start_roles(cfg: RunConfig) -> Roles:
+def start_roles(cfg: RunConfig, placement_group=None) -> Roles:
     """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard."""
     config = cfg.to_dict()
     prefix = f"rlaf:{cfg.run.name}"
-    rollout = [ray.remote(RolloutWorker).options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}"))
+    rollout = [ray.remote(RolloutWorker)
+               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group))
                .remote(config, i) for i in range(cfg.resources.rollout.num_workers)]
-    reward = [ray.remote(RewardWorker).options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}"))
+    reward = [ray.remote(RewardWorker)
+              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group))
               .remote(config, i) for i in range(cfg.resources.reward.num_workers)]
     roles = Roles(rollout, reward)
     ray.get([actor.ready.remote() for actor in roles.all()])
@@ -101,10 +112,15 @@ def prompt_data_config() -> DataConfig:
     return DataConfig(execution_options=ExecutionOptions(preserve_order=True))
 
 
-def train(cfg: RunConfig, address: str | None = None) -> Path:
+def train(cfg: RunConfig, address: str | None = None, callbacks: list | None = None,
+          placement_group=None, prompts: PromptSplit | None = None) -> Path:
     """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``.
 
     ``address``: a Ray cluster to join (default: RAY_ADDRESS, else a local instance).
+    ``callbacks``: extra Ray Train callbacks, e.g. ``TuneReportCallback`` when this run is a Tune
+    trial; ``placement_group``: where the rollout and reward actors are reserved (the trial's);
+    ``prompts``: the train split already loaded with these data and model settings (shared by a
+    search's trials). ``rlaf_ray.tune`` calls it from an actor of the trial, Ray initialized.
     """
     evaluate_after = cfg.evaluation.after_train
     # every check that needs no actor, before Ray starts
@@ -114,7 +130,8 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
         ray.init(address=address)
     ensure_placement(cfg)
     ensure_shared_output(cfg.run.output_dir)
-    prompts = load_split(cfg.data, cfg.model, "train")
+    if prompts is None:
+        prompts = load_split(cfg.data, cfg.model, "train")
     stats = count_prompts(cfg, prompts)
 
     run_dir = cfg.run_dir
@@ -122,7 +139,7 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     (run_dir / "data_stats.json").write_text(json.dumps({"train": stats}, indent=1))
 
-    roles = start_roles(cfg)
+    roles = start_roles(cfg, placement_group)
     try:
         trainer = TorchTrainer(
             learner_loop,
@@ -134,6 +151,7 @@ def train(cfg: RunConfig, address: str | None = None) -> Path:
                 storage_path=cfg.run.output_dir,
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                 failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                callbacks=list(callbacks or []),
             ),
             datasets={"train": prompts.dataset},
             dataset_config=prompt_data_config(),
@@ -197,12 +215,20 @@ def learner_loop(loop_config: dict) -> None:
     torch.manual_seed(cfg.ppo.seed)
 
     tokenizer = load_tokenizer(cfg.model)
-    policy = load_policy(cfg.model, cfg.lora)
+    device = ray.train.torch.get_device()
+    policy = load_policy(cfg.model, cfg.lora, device, for_training=True)
     # Dropout off: old log-probs, reference and updates then see the same network.
     disable_dropout_in_model(policy)
     inner = PolicyWithValueHead(policy)
-    model = prepare_model(inner)  # moves to the device; DDP when world > 1
+    # The policy was loaded onto the device (a quantized one cannot be moved afterwards).
+    inner.value_head.to(device)
+    # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same
+    # frozen base, so only the trainable tensors need it (MBs of adapter, not GBs of base).
+    frozen = [name for name, p in inner.named_parameters() if not p.requires_grad]
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(inner, frozen)
+    model = prepare_model(inner, move_to_device=False)  # DDP when world > 1
     learner = PPOLearner(cfg.ppo, model, cfg.generation, eos_token_id(cfg.generation, tokenizer))
+    decoder_start = policy.config.decoder_start_token_id if inner.seq2seq else None
     trainable, total = trainable_parameters(inner)
 
     state = LoopState()
@@ -212,8 +238,10 @@ def learner_loop(loop_config: dict) -> None:
             state = load_checkpoint(Path(directory), unwrap(model), learner)
     log = RunLog(cfg.run_dir, cfg.ppo.num_iterations, resume_from=state.iteration) if rank == 0 else None
     if rank == 0:
-        print(f"[rlaf] learners={world} trainable parameters {trainable:,} of {total:,} "
-              f"({100 * trainable / total:.3f}%), starting at iteration {state.iteration}", flush=True)
+        record_parameters(cfg, inner, trainable, total)
+        print(f"[rlaf] learners={world} trainable parameters (LoRA + value head) {trainable:,} of {total:,} "
+              f"({100 * trainable / total:.3f}%), {cfg.model.dtype} base, starting at iteration "
+              f"{state.iteration}", flush=True)
         sync_adapter(policy, loop_config["rollout"], state.iteration)
     barrier()
 
@@ -234,7 +262,8 @@ def learner_loop(loop_config: dict) -> None:
         t_rollout = time.perf_counter()
 
         # update
-        rollout_batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id, learner.device)
+        rollout_batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id, learner.device,
+                                decoder_start)
         metrics = learner.step(rollout_batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
         state.iteration += 1
         t_learn = time.perf_counter()
@@ -264,6 +293,17 @@ def learner_loop(loop_config: dict) -> None:
     if rank == 0:
         save_adapter(unwrap(model), cfg.run_dir / "final", tokenizer)
         log.close()
+
+
+def record_parameters(cfg: RunConfig, inner: PolicyWithValueHead, trainable: int, total: int) -> None:
+    """``parameters.json`` in the run directory: what trains, out of how much."""
+    value_head = sum(p.numel() for p in inner.value_head.parameters())
+    (cfg.run_dir / "parameters.json").write_text(json.dumps({
+        "trainable": trainable, "total": total, "trainable_share": trainable / total,
+        "adapter": trainable - value_head, "value_head": value_head,
+        "architecture": type(inner.policy.get_base_model()).__name__, "seq2seq": inner.seq2seq,
+        "dtype": cfg.model.dtype, "lora_target_modules": sorted(inner.policy.peft_config["default"].target_modules),
+    }, indent=1))
 
 
 def barrier() -> None:

@@ -15,12 +15,14 @@ from rlaf_ray.rollout import RolloutWorker
 def setup(policy_path):
     cfg = from_dict({"model": {"name_or_path": policy_path},
                      "lora": {"dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
-                     "generation": {"max_new_tokens": 8},
+                     # Equal lengths: with advantages whitened over tokens, a rewarded long response
+                     # beside punished one-token ones would get below-mean advantages on most tokens.
+                     "generation": {"max_new_tokens": 8, "min_new_tokens": 8},
                      "ppo": {"batch_size": 8, "num_minibatches": 2, "ppo_epochs": 2, "learning_rate": 1e-2},
                      "resources": {"learner": {"num_workers": 1}}})
     torch.manual_seed(0)
     model = PolicyWithValueHead(load_policy(cfg.model, cfg.lora))
-    learner = PPOLearner(cfg.ppo, model)
+    learner = PPOLearner(cfg.ppo, model, cfg.generation, load_tokenizer(cfg.model).eos_token_id)
     worker = RolloutWorker(cfg.to_dict())
     out = worker.generate(["#Person1#: Hello, how are you?"] * 4 + ["Summarize this."] * 4, seed=0)
     batch = collate(out["prompt_ids"], out["response_ids"], load_tokenizer(cfg.model).pad_token_id)
@@ -29,11 +31,21 @@ def setup(policy_path):
 
 def test_collate_layout():
     batch = collate([[5, 6], [7]], [[1, 2, 3], [4]], pad_id=0)
-    assert batch.input_ids.tolist() == [[5, 6, 1, 2, 3], [0, 7, 4, 0, 0]]
-    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
-    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 1, 1]]
+    assert batch.inputs["input_ids"].tolist() == [[5, 6, 1, 2, 3], [0, 7, 4, 0, 0]]
+    assert batch.inputs["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert batch.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 1, 1]]
     assert batch.response_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert batch.prompt_len == 2
+    assert batch.logits_start == 1  # the last prompt position predicts the first response token
+
+
+def test_collate_seq2seq_layout():
+    batch = collate([[5, 6], [7]], [[1, 2, 3], [4]], pad_id=0, decoder_start_token_id=0)
+    assert batch.inputs["input_ids"].tolist() == [[5, 6], [7, 0]]  # the encoder reads right-padded
+    assert batch.inputs["attention_mask"].tolist() == [[1, 1], [1, 0]]
+    assert batch.inputs["decoder_input_ids"].tolist() == [[0, 1, 2, 3], [0, 4, 0, 0]]
+    assert batch.inputs["decoder_attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch.response_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch.logits_start == 0  # the start token predicts the first response token
 
 
 def test_logprobs_match_generation_and_reference_is_base(setup):

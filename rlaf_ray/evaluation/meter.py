@@ -24,12 +24,17 @@ from pathlib import Path
 import pandas as pd
 import ray.data
 import torch
-from transformers import AutoModelForCausalLM
-
 from rlaf_ray.config import ConfigError, EvaluationConfig, ModelConfig, RewardConfig, RunConfig
 from rlaf_ray.data import load_split
 from rlaf_ray.evaluation.metrics import MeterTotals
-from rlaf_ray.models.policy import DTYPES, load_base_model, load_tokenizer
+from rlaf_ray.models.policy import (
+    encode_prompts,
+    format_prompts,
+    generated_tokens,
+    is_seq2seq,
+    load_base_model,
+    load_tokenizer,
+)
 from rlaf_ray.preflight import check_evaluation
 from rlaf_ray.reward import ClassifierReward
 
@@ -50,29 +55,29 @@ class Generate:
         self.ev = evaluation
         self.device = _device()
         self.tokenizer = load_tokenizer(model)
-        self.max_prompt_length = model.max_prompt_length
-        net = load_base_model(model)
+        self.model_cfg = model
+        self.seq2seq = is_seq2seq(model)
+        net = load_base_model(model, self.device)
         if adapter is not None:
             from peft import PeftModel
 
             net = PeftModel.from_pretrained(net, adapter)
-        self.model = net.to(self.device).eval()
+        self.model = net.eval()
 
     @torch.no_grad()
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         start = time.perf_counter()
         continuations = []
         for prompt_id, prompt in zip(batch["id"], batch["prompt"]):
-            enc = self.tokenizer([prompt], return_tensors="pt", truncation=True,
-                                 max_length=self.max_prompt_length).to(self.device)
+            enc = encode_prompts(self.tokenizer, [prompt], self.model_cfg, self.device)
             torch.manual_seed(prompt_seed(self.ev.seed, str(prompt_id), prompt))
             out = self.model.generate(
                 **enc, do_sample=True, top_p=self.ev.top_p, top_k=0, temperature=self.ev.temperature,
                 max_new_tokens=self.ev.max_new_tokens, min_new_tokens=self.ev.min_new_tokens,
                 num_return_sequences=self.ev.samples_per_prompt,
                 pad_token_id=self.tokenizer.pad_token_id)
-            continuations.append(self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
-                                                             skip_special_tokens=True))
+            continuations.append(self.tokenizer.batch_decode(
+                generated_tokens(out, enc["input_ids"].shape[1], self.seq2seq), skip_special_tokens=True))
         return pd.DataFrame({"id": batch["id"].astype(str), "prompt": batch["prompt"],
                              "continuations": continuations,
                              "generate_seconds": (time.perf_counter() - start) / len(batch)})
@@ -95,28 +100,34 @@ class ScoreToxicity:
 
 
 class ScorePerplexity:
-    """Actor-pool stage: perplexity of each continuation given its prompt under a scoring LM."""
+    """Actor-pool stage: perplexity of each continuation given its prompt under a scoring LM
+    (causal: prompt + continuation as one sequence; seq2seq: prompt to the encoder)."""
 
     def __init__(self, model: ModelConfig):
         self.device = _device()
         self.tokenizer = load_tokenizer(model)
-        self.max_prompt_length = model.max_prompt_length
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model.name_or_path, dtype=DTYPES[model.dtype], trust_remote_code=model.trust_remote_code,
-            use_safetensors=True).to(self.device).eval()
+        self.model_cfg = model
+        self.seq2seq = is_seq2seq(model)
+        self.model = load_base_model(model, self.device).eval()
 
     @torch.no_grad()
     def perplexities(self, prompt: str, continuations: list[str]) -> list[float]:
-        prompt_ids = self.tokenizer(prompt, truncation=True, max_length=self.max_prompt_length)["input_ids"]
+        text = format_prompts(self.tokenizer, [prompt], self.model_cfg.chat_template)[0]
+        prompt_ids = self.tokenizer(text, truncation=True, max_length=self.model_cfg.max_prompt_length,
+                                    add_special_tokens=not self.model_cfg.chat_template)["input_ids"]
         out = []
         for text in continuations:
             cont_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if not cont_ids:
                 out.append(math.nan)  # an empty continuation has no perplexity
                 continue
-            ids = torch.tensor([prompt_ids + cont_ids], device=self.device)
-            logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
-            nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):], reduction="mean")
+            if self.seq2seq:
+                nll = self.model(input_ids=torch.tensor([prompt_ids], device=self.device),
+                                 labels=torch.tensor([cont_ids], device=self.device)).loss
+            else:
+                ids = torch.tensor([prompt_ids + cont_ids], device=self.device)
+                logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
+                nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):], reduction="mean")
             out.append(math.exp(nll.item()))
         return out
 

@@ -2,8 +2,12 @@
 
 They let the whole pipeline run on a laptop CPU with no model hub: ``tiny:llama`` is a
 Llama-architecture causal policy, ``tiny:roberta-classifier`` a RoBERTa-architecture sequence
-classifier with the labels of the real hate-speech model (``nothate``/``hate``). Weights are
-random but seeded, so every build is identical. Both are written with ``save_pretrained``
+classifier with the labels of the real hate-speech model (``nothate``/``hate``); both are
+briefly trained so that detoxification has something to remove. ``tiny:llama-chat`` is the
+policy with a ChatML chat template (``<|im_start|>`` turns ending in ``<|im_end|>``), and
+``tiny:gpt2``, ``tiny:gpt-neox``, ``tiny:bloom``, ``tiny:opt`` and ``tiny:t5`` (seq2seq) are
+untrained members of the other families the package serves. Every build is seeded, so
+identical. Both are written with ``save_pretrained``
 (safetensors) and loaded back by path through the ordinary ``from_pretrained`` code.
 """
 
@@ -18,12 +22,22 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    BloomConfig,
+    BloomForCausalLM,
     GenerationConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForSequenceClassification,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 from rlaf_ray.config import TINY_PREFIX
@@ -74,11 +88,14 @@ def _train_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def build_tiny_llama(out_dir: Path) -> None:
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    raw = _train_bpe(specials, vocab_size=600)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", bos_token="<s>",
-                                        eos_token="</s>", pad_token="<pad>", model_max_length=1024)
+def _causal_tokenizer(extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    raw = _train_bpe(["<unk>", "<s>", "</s>", "<pad>", *extra_specials], vocab_size=600)
+    return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", pad_token="<pad>", model_max_length=1024,
+                                   additional_special_tokens=list(extra_specials) or None)
+
+
+def _llama(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -86,16 +103,70 @@ def build_tiny_llama(out_dir: Path) -> None:
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    return LlamaForCausalLM(config)
+
+
+def _save(model, tokenizer, out_dir: Path) -> None:
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    model.generation_config = GenerationConfig(**{k: getattr(model.config, k, None) for k in ids})
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def build_tiny_llama(out_dir: Path) -> None:
+    tokenizer = _causal_tokenizer()
+    model = _llama(tokenizer)
     # A few hundred steps of language modelling on the corpus: the policy then writes
     # dialogue-like text with insults at a measurable rate, which detoxification must lower.
     texts = [text for text, _ in _corpus(seed=1)]
     _fit(model, tokenizer, texts, labels=None, steps=300, lr=3e-3)
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id,
-                                               eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    _save(model, tokenizer, out_dir)
+
+
+# TinyLlama chat's format (ChatML): a user turn, then the assistant's turn ended by <|im_end|>.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_llama_chat(out_dir: Path) -> None:
+    tokenizer = _causal_tokenizer(("<|im_start|>", "<|im_end|>"))
+    tokenizer.chat_template = CHATML_TEMPLATE
+    model = _llama(tokenizer)
+    # Trained on ChatML exchanges so that it ends its turns with <|im_end|>, as a chat model does.
+    lines = [text for text, _ in _corpus(n_sentences=1200, seed=3)]
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": a}, {"role": "assistant", "content": b}],
+                                           tokenize=False) for a, b in zip(lines[::2], lines[1::2])]
+    _fit(model, tokenizer, chats, labels=None, steps=150, lr=3e-3)
+    _save(model, tokenizer, out_dir)
+
+
+def _untrained(model_cls, config_cls, **sizes):
+    """A builder of a random (seeded) member of another causal family, same tokenizer."""
+
+    def build(out_dir: Path) -> None:
+        tokenizer = _causal_tokenizer()
+        config = config_cls(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **sizes)
+        torch.manual_seed(0)
+        _save(model_cls(config), tokenizer, out_dir)
+
+    return build
+
+
+def build_tiny_t5(out_dir: Path) -> None:
+    # T5's special-token order: <pad>=0 (also the decoder start), </s>=1, <unk>=2; inputs end in </s>.
+    raw = _train_bpe(["<pad>", "</s>", "<unk>"], vocab_size=600)
+    raw.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", model_max_length=512)
+    config = T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                      num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    _save(T5ForConditionalGeneration(config), tokenizer, out_dir)
 
 
 def build_tiny_roberta_classifier(out_dir: Path) -> None:
@@ -150,7 +221,15 @@ def _fit(model, tokenizer, texts: list[str], labels: list[int] | None, steps: in
 
 BUILDERS = {
     "llama": build_tiny_llama,
+    "llama-chat": build_tiny_llama_chat,
     "roberta-classifier": build_tiny_roberta_classifier,
+    "gpt2": _untrained(GPT2LMHeadModel, GPT2Config, n_embd=64, n_layer=2, n_head=4, n_positions=1024),
+    "gpt-neox": _untrained(GPTNeoXForCausalLM, GPTNeoXConfig, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024),
+    "bloom": _untrained(BloomForCausalLM, BloomConfig, hidden_size=64, n_layer=2, n_head=4),
+    "opt": _untrained(OPTForCausalLM, OPTConfig, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                      num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=64),
+    "t5": build_tiny_t5,
 }
 
 

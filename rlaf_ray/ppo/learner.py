@@ -25,36 +25,55 @@ from rlaf_ray.ppo import core
 
 @dataclass
 class RolloutBatch:
-    """Prompt (left-padded) and response (right-padded) ids as one ``[B, P + R]`` sequence."""
+    """What the model reads (``inputs``) and which of its outputs score the response.
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
+    Causal LM: the left-padded prompt and right-padded response as one ``[B, P + R]`` sequence;
+    the logits at positions ``P - 1 .. P + R - 2`` predict the response. Seq2seq LM: the prompt
+    is the encoder input; the decoder reads ``[start] + response`` and its logits at positions
+    ``0 .. R - 1`` predict the response.
+    """
+
+    inputs: dict[str, torch.Tensor]
     response_ids: torch.Tensor  # [B, R]
     response_mask: torch.Tensor  # [B, R], float
-    prompt_len: int
+    logits_start: int
 
     def select(self, index: torch.Tensor) -> "RolloutBatch":
-        return RolloutBatch(self.input_ids[index], self.attention_mask[index], self.position_ids[index],
-                            self.response_ids[index], self.response_mask[index], self.prompt_len)
+        return RolloutBatch({k: v[index] for k, v in self.inputs.items()}, self.response_ids[index],
+                            self.response_mask[index], self.logits_start)
+
+
+def _pad_rows(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(max(len(r) for r in rows), 1)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
 
 
 def collate(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-            device: torch.device | str = "cpu") -> RolloutBatch:
-    batch = len(prompt_ids)
-    p_len = max(len(p) for p in prompt_ids)
-    r_len = max(max(len(r) for r in response_ids), 1)
-    input_ids = torch.full((batch, p_len + r_len), pad_id, dtype=torch.long)
-    attention = torch.zeros((batch, p_len + r_len), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
-        input_ids[i, p_len - len(p):p_len] = torch.tensor(p, dtype=torch.long)
-        input_ids[i, p_len:p_len + len(r)] = torch.tensor(r, dtype=torch.long)
-        attention[i, p_len - len(p):p_len + len(r)] = 1
-    # Positions count real tokens only, as in generation from a left-padded batch.
-    position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    response_mask = attention[:, p_len:].float()
-    return RolloutBatch(input_ids.to(device), attention.to(device), position_ids.to(device),
-                        input_ids[:, p_len:].to(device), response_mask.to(device), p_len)
+            device: torch.device | str = "cpu", decoder_start_token_id: int | None = None) -> RolloutBatch:
+    """A rollout as model inputs; ``decoder_start_token_id`` given: the seq2seq layout."""
+    responses, response_mask = _pad_rows(response_ids, pad_id, left=False)
+    if decoder_start_token_id is not None:
+        prompts, prompt_mask = _pad_rows(prompt_ids, pad_id, left=False)
+        start = torch.full((len(prompt_ids), 1), decoder_start_token_id, dtype=torch.long)
+        inputs = {"input_ids": prompts, "attention_mask": prompt_mask,
+                  "decoder_input_ids": torch.cat([start, responses], dim=1),
+                  "decoder_attention_mask": torch.cat([torch.ones_like(start), response_mask], dim=1)}
+        logits_start = 0
+    else:
+        prompts, prompt_mask = _pad_rows(prompt_ids, pad_id, left=True)
+        attention = torch.cat([prompt_mask, response_mask], dim=1)
+        # Positions count real tokens only, as in generation from a left-padded batch.
+        inputs = {"input_ids": torch.cat([prompts, responses], dim=1), "attention_mask": attention,
+                  "position_ids": (attention.cumsum(dim=1) - 1).clamp(min=0)}
+        logits_start = prompts.shape[1] - 1
+    return RolloutBatch({k: v.to(device) for k, v in inputs.items()}, responses.to(device),
+                        response_mask.float().to(device), logits_start)
 
 
 def unwrap(model: nn.Module) -> PolicyWithValueHead:
@@ -101,8 +120,8 @@ class PPOLearner:
 
     def forward(self, model: nn.Module, batch: RolloutBatch, need_entropy: bool = False):
         """Log-probs of the response tokens, values before each of them, optionally entropy."""
-        logits, values = model(batch.input_ids, batch.attention_mask, batch.position_ids)
-        start, end = batch.prompt_len - 1, batch.input_ids.shape[1] - 1
+        logits, values = model(**batch.inputs)
+        start, end = batch.logits_start, batch.logits_start + batch.response_ids.shape[1]
         # Sampling used this temperature, so the log-probs must too.
         # A new tensor (out-of-place division), so the EOS mask below can write into it.
         logits = logits[:, start:end].float() / self.generation.temperature
@@ -154,7 +173,7 @@ class PPOLearner:
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
 
         # 3. PPO epochs over shuffled minibatches.
-        size = batch.input_ids.shape[0]
+        size = batch.response_ids.shape[0]
         mb_size = size // cfg.num_minibatches
         stats: dict[str, list[float]] = {k: [] for k in (
             "policy_loss", "value_loss", "entropy", "clip_fraction", "value_clip_fraction",

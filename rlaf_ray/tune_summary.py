@@ -1,0 +1,160 @@
+"""The outcome of a search: ``trials.csv`` / ``trials.md`` (best first) and ``best_config.yaml``.
+
+Read from Tune's saved experiment state (``ExperimentAnalysis``), so it describes the search as
+Tune left it, including trials a stopped driver never finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlaf_ray.config import RunConfig, TuneSettings, dump_yaml, from_dict, merge
+from rlaf_ray.tune_space import Dimension, flat_values, nested
+
+# Shown beside the searched metric, when it is not the metric itself.
+BESIDE = ("reward/mean", "kl/mean")
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    values: dict[str, Any]  # the searched fields
+    metrics: dict[str, float]  # last reported: the metric and BESIDE
+    iterations: int  # PPO iterations reported to Tune
+    num_iterations: int  # what the trial was to run
+    status: str
+    adapter: str  # final/adapter, else the latest checkpoint's adapter, else ""
+    path: Path
+
+
+def _status(tune_status: str, iterations: int, num_iterations: int, scheduler: str) -> str:
+    # Tune marks a trial that ASHA stopped TERMINATED, as one that finished: its iteration count
+    # tells them apart (ASHA never stops a trial on its last iteration, see rlaf_ray.tune).
+    if tune_status == "ERROR":
+        return "error"
+    if tune_status != "TERMINATED":
+        return "unfinished (--resume continues it)" if iterations else "not started"
+    if iterations >= num_iterations:
+        return "completed"
+    return f"stopped early at iteration {iterations} ({'ASHA' if scheduler == 'asha' else 'scheduler'})"
+
+
+def _adapter(trial_dir: Path) -> str:
+    """A stopped trial never wrote final/adapter: its latest checkpoint's adapter is the nearest."""
+    final = trial_dir / "final" / "adapter"
+    if final.is_dir():
+        return str(final)
+    checkpoints = sorted(trial_dir.glob("checkpoint_*/adapter"))
+    return str(checkpoints[-1]) if checkpoints else ""
+
+
+def collect(exp: Path, user_cfg: RunConfig, dims: list[Dimension]) -> list[TrialRow]:
+    from ray.tune import ExperimentAnalysis
+
+    t = user_cfg.tune
+    analysis = ExperimentAnalysis(str(exp), default_metric=t.metric, default_mode=t.mode)
+    rows = []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        values = flat_values(trial.config, dims)
+        num_iterations = from_dict(merge(user_cfg.to_dict(), nested(values))).ppo.num_iterations
+        iterations = int(last.get("iteration", 0))
+        trial_dir = exp / trial.trial_id
+        rows.append(TrialRow(
+            trial_id=trial.trial_id, values=values,
+            metrics={k: float(last[k]) for k in (t.metric, *BESIDE) if isinstance(last.get(k), (int, float))},
+            iterations=iterations, num_iterations=num_iterations,
+            status=_status(trial.status, iterations, num_iterations, t.scheduler),
+            adapter=_adapter(trial_dir), path=trial_dir))
+    return rank(rows, t.metric, t.mode)
+
+
+def rank(rows: list[TrialRow], metric: str, mode: str) -> list[TrialRow]:
+    """Best first by the last reported metric (Tune's ``get_best_result(scope="last")``); trials
+    without a finite value last, in their original order."""
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(row: TrialRow):
+        value = row.metrics.get(metric)
+        ok = value is not None and math.isfinite(value)
+        return (0, sign * value) if ok else (1, 0.0)
+
+    return sorted(rows, key=key)
+
+
+def _columns(user_cfg: RunConfig, dims: list[Dimension]) -> list[str]:
+    metric = user_cfg.tune.metric
+    return (["rank", "trial"] + [d.field for d in dims] + [metric] + [m for m in BESIDE if m != metric]
+            + ["iterations", "status", "adapter"])
+
+
+def _cells(rank_: int, row: TrialRow, user_cfg: RunConfig, dims: list[Dimension]) -> list[Any]:
+    metric = user_cfg.tune.metric
+    metrics = [row.metrics.get(m, "") for m in [metric] + [m for m in BESIDE if m != metric]]
+    return ([rank_, row.trial_id] + [row.values[d.field] for d in dims] + metrics
+            + [f"{row.iterations}/{row.num_iterations}", row.status, row.adapter])
+
+
+def _md(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def best_config(user_cfg: RunConfig, best: TrialRow, search_name: str) -> RunConfig:
+    """The search's configuration with the best trial's values: a ``train`` config whose run is
+    ``<search name>-best`` next to the search's directory."""
+    data = merge(user_cfg.to_dict(), nested(best.values))
+    data["run"]["name"] = f"{search_name}-best"
+    data["tune"] = dataclasses.asdict(TuneSettings())  # the search settings do not apply to train
+    return from_dict(data)
+
+
+def summarize(exp: Path, user_cfg: RunConfig, dims: list[Dimension]) -> list[TrialRow]:
+    """Write trials.csv, trials.md and (when a trial reported the metric) best_config.yaml."""
+    t = user_cfg.tune
+    rows = collect(exp, user_cfg, dims)
+    columns = _columns(user_cfg, dims)
+    table = [_cells(i + 1, row, user_cfg, dims) for i, row in enumerate(rows)]
+    with (exp / "trials.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(table)
+    lines = [f"# Search {user_cfg.run.name}: {t.metric} ({t.mode}), {t.search_alg} search, {t.scheduler} scheduler",
+             "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md(v) for v in cells) + " |" for cells in table]
+
+    best = rows[0] if rows and t.metric in rows[0].metrics else None
+    if best is not None:
+        config = best_config(user_cfg, best, user_cfg.run.name)
+        header = (f"# Best trial {best.trial_id} of search {user_cfg.run.name!r}: {t.metric}="
+                  f"{best.metrics[t.metric]:.6g} ({best.status}).\n"
+                  f"# Searched values: {', '.join(f'{k}={v!r}' for k, v in best.values.items())}.\n"
+                  f"# Train it: rlaf-ray train --config {exp / 'best_config.yaml'}\n")
+        (exp / "best_config.yaml").write_text(header + dump_yaml(config))
+        lines += ["", f"Best: trial {best.trial_id} ({best.status}); adapter: {best.adapter or 'none saved'}; "
+                      f"train its configuration with `rlaf-ray train --config {exp / 'best_config.yaml'}`."]
+    (exp / "trials.md").write_text("\n".join(lines) + "\n")
+
+    counts: dict[str, int] = {}
+    for row in rows:
+        kind = row.status.split(" ")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    print(f"[rlaf] tune: {len(rows)} trials ({', '.join(f'{n} {k}' for k, n in counts.items())}); "
+          f"summary {exp / 'trials.md'}", flush=True)
+    unfinished = [r.trial_id for r in rows if r.status.startswith(("unfinished", "not started"))]
+    if unfinished:
+        print(f"[rlaf] tune: {len(unfinished)} trial(s) unfinished ({', '.join(unfinished)}); continue the "
+              "search with the same command and --resume", flush=True)
+    if best is not None:
+        beside = ", ".join(f"{k}={best.metrics[k]:.4g}" for k in BESIDE if k in best.metrics and k != t.metric)
+        print(f"[rlaf] tune: best {best.trial_id} {t.metric}={best.metrics[t.metric]:.4g} ({beside}) "
+              f"with {', '.join(f'{k}={v!r}' for k, v in best.values.items())}; adapter "
+              f"{best.adapter or 'none saved (stopped before its first checkpoint)'}; "
+              f"rlaf-ray train --config {exp / 'best_config.yaml'}", flush=True)
+    return rows

@@ -1,0 +1,307 @@
+"""rlaf-ray tune: bad searches fail before Ray starts; one real search (3 trials over lora.r and
+ppo.learning_rate, 2 at a time on a 2-CPU Ray, ASHA, interrupted and resumed) is shared by the
+end-to-end assertions.
+
+Why ASHA's decisions are deterministic here: the metric is ``params/trainable``, which a trial
+reports from its first iteration and which grows with lora.r, and lora.r is a grid [16, 8, 4]
+that Tune starts in order, two at a time. The r=4 trial starts only when one of the first two has
+stopped or finished, so it reaches the first rung (iteration 1) after at least one of them
+recorded a larger value there: ASHA stops it at iteration 1. The r=16 trial is never below a
+rung's cutoff and runs its 4 iterations (ASHA never stops a trial on its last one).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from rlaf_ray.cli import main
+from rlaf_ray.config import ConfigError, from_dict, load_config
+from rlaf_ray.tune import concurrency, experiment_dir, tune_search
+from rlaf_ray.tune_space import REPORTED_METRICS
+from tests.conftest import base_config
+
+RANKS = [16, 8, 4]
+ITERATIONS = 4
+
+
+def search_config(policy_path: str, classifier_path: str, tmp_path: Path, **tune) -> dict:
+    # Fractional CPUs: one trial holds 0.5 (driver 0.05, rollout, reward and learner 0.15 each),
+    # so two fit on 2 CPUs beside the CPU Ray Data's tasks may need.
+    config = base_config(
+        policy_path, classifier_path, tmp_path,
+        reward={"callable": "tests.rewards:prefers_and"},
+        generation={"max_new_tokens": 6},
+        data={"shuffle": False},  # no sort: a faster prompt pipeline
+        ppo={"num_iterations": ITERATIONS, "batch_size": 4, "num_minibatches": 1, "ppo_epochs": 1},
+        resources={"learner": {"num_workers": 1, "num_cpus": 0.15},
+                   "rollout": {"num_workers": 1, "num_cpus": 0.15},
+                   "reward": {"num_workers": 1, "num_cpus": 0.15}},
+        run={"name": "search", "checkpoint_every": 1},
+    )
+    config["tune"] = {
+        "search_space": {"lora.r": {"grid": RANKS}, "ppo.learning_rate": {"loguniform": [1e-4, 1e-2]}},
+        "num_samples": 1, "metric": "params/trainable", "mode": "max",
+        "grace_period": 1, "reduction_factor": 2, "driver_num_cpus": 0.05, **tune,
+    }
+    return config
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def read_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard event file -> {tag: [(step, value)]} (TFRecord frames of Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    data, pos, out = path.read_bytes(), 0, {}
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        event = event_pb2.Event()
+        event.ParseFromString(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+        for value in event.summary.value:
+            out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line through ConfigError, before Ray starts (placed first: no Ray yet)
+
+
+@pytest.mark.parametrize("space, tune, expected", [
+    ({"lora.rank": {"choice": [4, 8]}}, {}, "tune.search_space.lora.rank: unknown config field; did you mean lora.r"),
+    ({"lora.r": {"choice": []}}, {}, "tune.search_space.lora.r: empty choice list"),
+    ({"lora.r": {"choice": [4]}}, {"metric": "reward/avg"},
+     "tune.metric: 'reward/avg' is not a metric the run reports; did you mean reward/"),
+    ({"ppo.learning_rate": {"loguniform": [1e-3, 1e-5]}}, {},
+     "tune.search_space.ppo.learning_rate.loguniform: low 0.001 is not below high 1e-05"),
+    ({"ppo.learning_rate": {"loguniform": [0, 1e-3]}}, {},
+     "tune.search_space.ppo.learning_rate.loguniform: low must be above 0 for a log scale"),
+    ({"lora.target_modules": {"uniform": [1, 2]}}, {},
+     "tune.search_space.lora.target_modules: uniform needs a numeric field"),
+    ({"ppo.batch_size": {"choice": [4, 5]}}, {},
+     "tune.search_space: with ppo.batch_size=5: ppo.batch_size: 5 does not divide"),
+    ({"run.name": {"choice": ["a", "b"]}}, {}, "tune.search_space.run.name: not searchable"),
+    ({"lora.r": {"choice": [4]}}, {"grace_period": ITERATIONS}, "tune.grace_period: 4 leaves ASHA"),
+])
+def test_bad_search_fails_before_ray(policy_path, classifier_path, tmp_path, capsys, space, tune, expected):
+    import ray
+
+    config = search_config(policy_path, classifier_path, tmp_path, **tune)
+    config["tune"]["search_space"] = space
+    config["resources"]["learner"]["num_workers"] = 2  # ppo.batch_size must split over 2 learners
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    was_up = ray.is_initialized()
+    assert main(["tune", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"rlaf-ray: error: {expected}" in err, err
+    assert all(line.startswith("rlaf-ray: error: ") for line in err.strip().splitlines())
+    assert ray.is_initialized() == was_up  # the search never got as far as Ray
+    assert not (tmp_path / "results" / "search").exists()
+
+
+def test_missing_search_algorithm_is_named(policy_path, classifier_path, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is not None:
+        pytest.skip("optuna is installed")
+    config = search_config(policy_path, classifier_path, tmp_path, search_alg="optuna")
+    config["tune"]["search_space"] = {"lora.r": {"choice": [4, 8]}}
+    with pytest.raises(ConfigError, match=r"^tune.search_alg: optuna is not installed"):
+        tune_search(from_dict(config))
+
+
+def test_concurrency_counts_learners_and_data_headroom(policy_path, classifier_path, tmp_path):
+    cfg = from_dict(search_config(policy_path, classifier_path, tmp_path))
+    # 0.5 CPU per trial (its group and its learner), 1 CPU kept for Ray Data: 2 of them on 2 CPUs
+    assert concurrency(cfg, [cfg], {"CPU": 2.0}) == 2
+    assert concurrency(cfg, [cfg], {"CPU": 8.0}) == 14
+    wide = search_config(policy_path, classifier_path, tmp_path)
+    wide["resources"]["learner"] = {"num_workers": 2, "num_cpus": 0.5}
+    wide = from_dict(wide)  # 1.35 CPUs a trial, learners included
+    assert concurrency(wide, [wide], {"CPU": 3.0}) == 1
+    assert concurrency(wide, [wide], {"CPU": 4.0}) == 2
+    with pytest.raises(ConfigError, match=r"tune.max_concurrent_trials: 3 trials would wait .* at most 2 fit"):
+        too_many = from_dict(search_config(policy_path, classifier_path, tmp_path, max_concurrent_trials=3))
+        concurrency(too_many, [too_many], {"CPU": 2.0})
+    with pytest.raises(ConfigError, match=r"^tune: no trial fits this cluster"):
+        concurrency(cfg, [cfg], {"CPU": 1.2})
+
+
+# ----------------------------------------------------------------------------------------------
+# One real search
+
+
+@pytest.fixture(scope="module")
+def search(ray_local, policy_path, classifier_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tune")
+    cfg = from_dict(search_config(policy_path, classifier_path, tmp))
+    exp = experiment_dir(cfg)
+    started = time.monotonic()
+
+    # Watch the trials from the side: which trials' named actors are alive at the same time, and
+    # once the last trial (r=4) has started its run, interrupt the driver as Ctrl+C would (Tune
+    # ends the run and saves its state on SIGUSR1 as on SIGINT).
+    seen = SimpleNamespace(max_alive=0, names=set(), interrupted_at=None)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            alive = set()
+            for trial_dir in exp.glob("*_0000*"):
+                name = f"rlaf:{trial_dir.name}:rollout-0"
+                try:
+                    ray_local.get_actor(name)
+                    alive.add(name)
+                except ValueError:
+                    pass
+            seen.names |= alive
+            seen.max_alive = max(seen.max_alive, len(alive))
+            if seen.interrupted_at is None:
+                for config_file in exp.glob("*/config.yaml"):
+                    try:
+                        r = yaml.safe_load(config_file.read_text())["lora"]["r"]
+                    except Exception:  # being written
+                        continue
+                    if r == RANKS[-1]:
+                        seen.interrupted_at = time.monotonic() - started
+                        os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        tune_search(cfg)
+        interrupted = read_csv(exp / "trials.csv")
+        tune_search(cfg, resume=True)
+    finally:
+        done.set()
+        watcher.join()
+    seconds = time.monotonic() - started
+    print(f"[test] search with one interruption took {seconds:.0f}s (interrupted after "
+          f"{seen.interrupted_at}s)")
+    return SimpleNamespace(cfg=cfg, exp=exp, rows=read_csv(exp / "trials.csv"), interrupted=interrupted,
+                           seen=seen, tmp=tmp)
+
+
+def by_rank(rows: list[dict]) -> dict[int, dict]:
+    return {int(row["lora.r"]): row for row in rows}
+
+
+@pytest.mark.slow
+def test_search_completes_and_asha_stops_early(search):
+    rows = by_rank(search.rows)
+    assert sorted(rows) == sorted(RANKS)
+    best = rows[16]
+    assert best["status"] == "completed" and best["iterations"] == f"{ITERATIONS}/{ITERATIONS}"
+    assert best["adapter"] == str(search.exp / best["trial"] / "final" / "adapter")
+    assert json.loads((Path(best["adapter"]) / "adapter_config.json").read_text())["r"] == 16
+    # The smallest rank reached rung 1 behind a larger one: stopped there, its adapter from a checkpoint.
+    last = rows[4]
+    assert last["status"] == "stopped early at iteration 1 (ASHA)" and last["iterations"] == f"1/{ITERATIONS}"
+    assert "/checkpoint_" in last["adapter"] and Path(last["adapter"]).is_dir()
+    assert rows[8]["status"] in ("completed", "stopped early at iteration 1 (ASHA)",
+                                 "stopped early at iteration 2 (ASHA)")
+
+
+@pytest.mark.slow
+def test_summary_ranks_trials_by_the_metric_with_kl_beside(search):
+    rows = search.rows
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3]
+    assert [int(r["lora.r"]) for r in rows] == RANKS  # params/trainable grows with r
+    values = [float(r["params/trainable"]) for r in rows]
+    assert values == sorted(values, reverse=True) and values[0] > values[-1]
+    for row in rows:
+        assert float(row["kl/mean"]) == float(row["kl/mean"])  # a number, reported beside
+        assert 0.0 <= float(row["reward/mean"]) <= 6.0  # "and" count in at most 6 new tokens
+        assert 1e-4 <= float(row["ppo.learning_rate"]) <= 1e-2
+    md = (search.exp / "trials.md").read_text()
+    assert md.index(f"| 1 | {rows[0]['trial']} |") < md.index(f"| 3 | {rows[2]['trial']} |")
+    assert "| lora.r | ppo.learning_rate | params/trainable | reward/mean | kl/mean |" in md
+
+
+@pytest.mark.slow
+def test_resume_continues_the_unfinished_trials(search):
+    before, after = by_rank(search.interrupted), by_rank(search.rows)
+    assert search.seen.interrupted_at is not None
+    # The same trials (Tune restored them, it did not start a new search) ...
+    assert {r["trial"] for r in before.values()} == {r["trial"] for r in after.values()}
+    # ... the r=4 trial was cut short by the interruption, and finished after --resume.
+    assert before[4]["status"] in ("not started", "unfinished (--resume continues it)")
+    assert after[4]["status"].startswith("stopped early")
+    assert not [r for r in after.values() if r["status"].startswith(("unfinished", "not started"))]
+
+
+@pytest.mark.slow
+def test_trials_ran_two_at_a_time_with_named_actors(search):
+    # Two trials' actors alive at once on 2 CPUs: concurrent trials did not wait on each other.
+    assert search.seen.max_alive == 2
+    # Every trial's actors under their own name (the dashboard shows them by it).
+    assert {f"rlaf:{r['trial']}:rollout-0" for r in search.rows} <= search.seen.names
+
+
+@pytest.mark.slow
+def test_tensorboard_events_per_trial(search):
+    for row in search.rows:
+        events = list((search.exp / row["trial"]).glob("events.out.tfevents.*"))
+        assert events, row["trial"]
+        scalars: dict = {}
+        for path in events:
+            for tag, points in read_scalars(path).items():
+                scalars.setdefault(tag, []).extend(points)
+        reward = scalars["ray/tune/reward/mean"]
+        assert len(reward) >= int(row["iterations"].split("/")[0])
+        assert "ray/tune/kl/mean" in scalars
+        # the run's own curves too, written every iteration (live)
+        assert list((search.exp / row["trial"] / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_reported_metrics_are_the_ones_the_search_knows(search):
+    best = search.rows[0]
+    lines = (search.exp / best["trial"] / "metrics.jsonl").read_text().splitlines()
+    assert set(json.loads(lines[-1])) == REPORTED_METRICS
+
+
+@pytest.mark.slow
+def test_existing_search_needs_resume_and_the_same_config(search, policy_path, classifier_path):
+    with pytest.raises(ConfigError, match="a search already exists .* add --resume"):
+        tune_search(search.cfg)
+    changed = search_config(policy_path, classifier_path, search.tmp)
+    changed["ppo"]["kl_coef"] = 0.5
+    with pytest.raises(ConfigError, match=r"--resume: the configuration differs .*ppo.kl_coef: 0.5 now"):
+        tune_search(from_dict(changed), resume=True)
+    other = search_config(policy_path, classifier_path, search.tmp)
+    other["run"]["name"] = "never-ran"
+    with pytest.raises(ConfigError, match="--resume: no search to resume"):
+        tune_search(from_dict(other), resume=True)
+
+
+@pytest.mark.slow
+def test_best_config_trains(search, tmp_path):
+    from rlaf_ray.train import train
+
+    best = search.rows[0]
+    path = search.exp / "best_config.yaml"
+    cfg = load_config(path, ["ppo.num_iterations=1", f"run.output_dir={tmp_path}"])
+    assert cfg.lora.r == 16 and cfg.run.name == "search-best"
+    assert cfg.ppo.learning_rate == pytest.approx(float(best["ppo.learning_rate"]))
+    assert not cfg.tune.search_space  # a train config, not a search
+    run_dir = train(cfg)
+    adapter = run_dir / "final" / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+    assert run_dir == tmp_path / "search-best"
