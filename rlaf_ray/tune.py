@@ -1,10 +1,11 @@
 """``rlaf-ray tune``: a Ray Tune search in which every trial is a full distributed PPO run.
 
-A trial is a Tune function (``run_trial``) that calls ``rlaf_ray.train.train`` with its sampled
-values applied to the base configuration: its own rollout and reward actors, its own Ray Train
-learner group, metrics reaching Tune through ``TuneReportCallback`` (Ray 2.60's pattern for Train
-V2 inside Tune). ASHA stops trials whose metric trails at a rung; a random, Optuna or HyperOpt
-searcher proposes the values.
+A trial is a Tune function (``run_trial``) whose driver actor calls ``rlaf_ray.train.train`` with
+the trial's sampled values applied to the base configuration: its own rollout and reward actors,
+its own Ray Train learner group, metrics reaching Tune through ``TuneReportCallback`` (Ray 2.60's
+pattern for Train V2 inside Tune). ASHA stops trials whose metric trails at a rung; a random,
+Optuna or HyperOpt searcher proposes the values. The prompt split is loaded once by the search's
+driver and shared by the trials (unless a data.* or model.* field is searched).
 
 The search directory is Tune's experiment directory, ``<run.output_dir>/<run.name>/``::
 
@@ -302,8 +303,11 @@ def tune_search(cfg: RunConfig, address: str | None = None, resume: bool = False
     base = prepared.to_dict()
     run = trainable(base, shared_prompts(prepared, dims))
     if resume:
-        print(f"[rlaf] tune: resuming {exp} (unfinished trials continue from their latest checkpoint)",
-              flush=True)
+        # Tune restores the trials and the searcher, not the scheduler (ray 2.60's
+        # TuneController.save_to_dir saves trial, searcher and callback state only): ASHA's rungs
+        # start empty, so early stopping compares only results reported after the resume.
+        print(f"[rlaf] tune: resuming {exp}: unfinished trials continue from their latest checkpoint; "
+              "ASHA's rung records start anew (Tune does not save them)", flush=True)
         tuner = tune.Tuner.restore(str(exp), trainable=run, resume_unfinished=True, resume_errored=False)
     else:
         exp.mkdir(parents=True, exist_ok=True)

@@ -64,3 +64,35 @@ def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_pa
     again = generate(ModelConfig(name_or_path=policy_path), None, [r["prompt"] for r in rows],
                      GenerationConfig(max_new_tokens=6, min_new_tokens=6))
     assert again == [r["response"] for r in rows]
+
+
+def test_seq2seq_merge_and_generate(tiny_cache, tmp_path):
+    """FLAN-T5-style policies export the same way (AutoModelForSeq2SeqLM), and generate from the encoder."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from rlaf_ray.export import generate, merge
+    from rlaf_ray.models.tiny import resolve_model
+
+    t5 = resolve_model("tiny:t5", tiny_cache)
+    torch.manual_seed(0)
+    policy = load_policy(ModelConfig(name_or_path=t5), LoraSettings())  # T5's default targets: q, v
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    policy.save_pretrained(tmp_path / "adapter")
+    out = merge(ModelConfig(name_or_path=t5), str(tmp_path / "adapter"), tmp_path / "merged")
+
+    ids, decoder = torch.tensor([[5, 45, 87, 200, 1]]), torch.tensor([[0, 13, 99, 7]])
+    base = AutoModelForSeq2SeqLM.from_pretrained(t5).eval()
+    with torch.no_grad():
+        plain = base(input_ids=ids, decoder_input_ids=decoder).logits
+        adapted = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()(
+            input_ids=ids, decoder_input_ids=decoder).logits
+        merged = AutoModelForSeq2SeqLM.from_pretrained(out).eval()(input_ids=ids, decoder_input_ids=decoder).logits
+    assert not torch.allclose(plain, adapted, atol=1e-3)
+    assert torch.allclose(merged, adapted, atol=1e-4)
+
+    responses = generate(ModelConfig(name_or_path=str(out)), None, ["Hello there.", "Summarize this talk."],
+                         GenerationConfig(max_new_tokens=5, min_new_tokens=5))
+    assert len(responses) == 2 and all(r.strip() for r in responses)
