@@ -32,7 +32,6 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-FLOAT_DTYPES = ("fp32", "bf16", "fp16")
 QUANTIZED_DTYPES = ("8bit", "4bit")
 
 

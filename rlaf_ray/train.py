@@ -228,7 +228,6 @@ def learner_loop(loop_config: dict) -> None:
     torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(inner, frozen)
     model = prepare_model(inner, move_to_device=False)  # DDP when world > 1
     learner = PPOLearner(cfg.ppo, model, cfg.generation, eos_token_id(cfg.generation, tokenizer))
-    decoder_start = policy.config.decoder_start_token_id if inner.seq2seq else None
     trainable, total = trainable_parameters(inner)
 
     state = LoopState()
@@ -263,7 +262,7 @@ def learner_loop(loop_config: dict) -> None:
 
         # update
         rollout_batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id, learner.device,
-                                decoder_start)
+                                inner.decoder_start_token_id)
         metrics = learner.step(rollout_batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
         state.iteration += 1
         t_learn = time.perf_counter()

@@ -64,8 +64,8 @@ def learner_logprobs_match_generation(worker: RolloutWorker, learner: PPOLearner
     expected = torch.stack([torch.log_softmax(step.float(), -1).gather(1, tokens[:, i:i + 1])[:, 0]
                             for i, step in enumerate(out.scores)], dim=1)
     prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(enc["input_ids"], enc["attention_mask"])]
-    decoder_start = model.policy.config.decoder_start_token_id if model.seq2seq else None
-    batch = collate(prompt_ids, tokens.tolist(), worker.tokenizer.pad_token_id, decoder_start_token_id=decoder_start)
+    batch = collate(prompt_ids, tokens.tolist(), worker.tokenizer.pad_token_id,
+                    decoder_start_token_id=model.decoder_start_token_id)
     with torch.no_grad():
         logprobs, values, _ = learner.forward(model, batch)
     assert torch.allclose(logprobs, expected, atol=1e-4), (logprobs - expected).abs().max()
@@ -93,9 +93,8 @@ def test_one_ppo_iteration_per_family(family, tiny_cache, classifier_path):
     assert out["version"] == 0 and all(len(r) == 6 for r in out["response_ids"])
     scores = ClassifierReward(RewardConfig(model_name_or_path=classifier_path), torch.device("cpu"))(
         out["prompts"], out["responses"])
-    decoder_start = model.policy.config.decoder_start_token_id if model.seq2seq else None
     batch = collate(out["prompt_ids"], out["response_ids"], worker.tokenizer.pad_token_id,
-                    decoder_start_token_id=decoder_start)
+                    decoder_start_token_id=model.decoder_start_token_id)
     with torch.no_grad():  # reference = the same network with the adapter disabled
         assert torch.allclose(learner._reference_logprobs(batch), learner.forward(model, batch)[0], atol=1e-5)
     before = adapter_state_dict(model.policy)

@@ -29,7 +29,6 @@ from rlaf_ray.data import load_split
 from rlaf_ray.evaluation.metrics import MeterTotals
 from rlaf_ray.models.policy import (
     encode_prompts,
-    format_prompts,
     generated_tokens,
     is_seq2seq,
     load_base_model,
@@ -112,9 +111,7 @@ class ScorePerplexity:
 
     @torch.no_grad()
     def perplexities(self, prompt: str, continuations: list[str]) -> list[float]:
-        text = format_prompts(self.tokenizer, [prompt], self.model_cfg.chat_template)[0]
-        prompt_ids = self.tokenizer(text, truncation=True, max_length=self.model_cfg.max_prompt_length,
-                                    add_special_tokens=not self.model_cfg.chat_template)["input_ids"]
+        prompt_ids = encode_prompts(self.tokenizer, [prompt], self.model_cfg)["input_ids"][0].tolist()
         out = []
         for text in continuations:
             cont_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -228,6 +228,11 @@ class PolicyWithValueHead(nn.Module):
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
         nn.init.zeros_(self.value_head.bias)
 
+    @property
+    def decoder_start_token_id(self) -> int | None:
+        """What ``collate`` puts before a seq2seq response; None selects the causal layout."""
+        return self.policy.config.decoder_start_token_id if self.seq2seq else None
+
     def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.takes_position_ids:
             inputs.pop("position_ids", None)
