@@ -38,14 +38,14 @@ def measure(path: str, cache_dir: str, cached: bool) -> dict:
     """Runs in its own process, so that ru_maxrss is this pipeline's peak only."""
     import ray
 
-    from rlaf_ray.config import DataConfig, ModelConfig
+    from rlaf_ray.config import DataSettings, ModelSettings
     from rlaf_ray.data import load_split
     from rlaf_ray.models.tiny import resolve_model
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    model = ModelConfig(name_or_path=resolve_model("tiny:llama", cache_dir), max_prompt_length=512)
-    cfg = DataConfig(path=path, min_chars=200, max_chars=1000, cache_in_object_store=cached,
+    model = ModelSettings(name_or_path=resolve_model("tiny:llama", cache_dir), max_prompt_length=512)
+    cfg = DataSettings(path=path, min_chars=200, max_chars=1000, cache_in_object_store=cached,
                      num_cpus_per_task=0.5)
     start = time.perf_counter()
     split = load_split(cfg, model)

@@ -47,9 +47,14 @@ def measure_one(path: str, dtype: str, batch: int, repeats: int, compute_dtype: 
     from trl.trainer.utils import disable_dropout_in_model
 
     from rlaf_ray.config import from_dict
-    from rlaf_ray.models.policy import PolicyWithValueHead, load_policy, trainable_parameters
-    from rlaf_ray.ppo.learner import PPOLearner, collate
-    from rlaf_ray.rollout import RolloutWorker
+    from rlaf_ray.models.policy import (
+        PolicyWithValueHead,
+        load_policy,
+        trainable_parameters,
+    )
+    from rlaf_ray.ppo.batch import collate
+    from rlaf_ray.ppo.update import PPOLearner
+    from rlaf_ray.roles.rollout import RolloutWorker
 
     cfg = from_dict({"model": {"name_or_path": path, "dtype": dtype, "bnb_4bit_compute_dtype": compute_dtype},
                      "lora": {"target_modules": ["q_proj", "v_proj"], "dropout": 0.0},
@@ -57,7 +62,7 @@ def measure_one(path: str, dtype: str, batch: int, repeats: int, compute_dtype: 
                      "ppo": {"batch_size": batch, "num_minibatches": 2, "ppo_epochs": 2},
                      "resources": {"learner": {"num_workers": 1}}})
     prompts = (PROMPTS * batch)[:batch]
-    worker = RolloutWorker(cfg.to_dict())
+    worker = RolloutWorker(cfg.model, cfg.lora, cfg.generation)
     rollout_weights = worker.model.get_memory_footprint()
     worker.generate(prompts, seed=0)  # warm-up
     gen = []

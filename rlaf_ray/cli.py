@@ -1,4 +1,8 @@
-"""``rlaf-ray`` command line: train, tune, sft, toxicity, compare, report, demo, merge, generate."""
+"""``rlaf-ray`` command line: train, tune, sft, toxicity, compare, report, demo, merge, generate, config.
+
+Every command validates its configuration before importing torch, transformers or Ray (the
+``rlaf_ray.config`` package needs only pydantic and PyYAML), so a typo is reported at once.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from rlaf_ray.config import ConfigError, load_config
+from rlaf_ray import __version__
+from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 TRAIN_EPILOG = """\
@@ -32,9 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlaf-ray",
         description="Detoxify language models with PPO from automatic feedback, distributed on Ray.",
     )
+    parser.add_argument("--version", action="version", version=f"rlaf-ray {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    raw = argparse.RawDescriptionHelpFormatter
+    on_ray = _training_commands(commands) + _measuring_commands(commands)
+    for sub in on_ray:
+        if sub.prog.split()[-1] not in ("report", "compare"):
+            sub.add_argument("--address", default=None,
+                             help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+        sub.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
+    _model_commands(commands)
+    return parser
 
+
+def _training_commands(commands) -> list[argparse.ArgumentParser]:
+    """train, tune, sft, demo."""
+    raw = argparse.RawDescriptionHelpFormatter
     train = commands.add_parser(
         "train", help="PPO training with LoRA: rollout, reward and learner roles on Ray",
         description="PPO training with LoRA on Ray; writes metrics, checkpoints, final/adapter and "
@@ -51,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true",
                       help="continue the stopped search in <run.output_dir>/<run.name> (same config)")
 
+    sft = commands.add_parser(
+        "sft", help="supervised fine-tuning baseline (LoRA) on the prompts' reference replies",
+        description="The same model, LoRA, data and resources as train, learning the reference replies "
+                    "with TRL's SFTTrainer on Ray Train; writes final/adapter and sft_metrics.json.",
+        epilog=TRAIN_EPILOG.replace("train", "sft"), formatter_class=raw)
+    sft.add_argument("--config", required=True, help="YAML configuration file")
+
+    demo = commands.add_parser(
+        "demo", help="the offline detox world: measure, train, measure again, report",
+        description="Runs the whole mission on a laptop CPU with no hub: tiny policy and classifier built "
+                    "offline, PPO on local Ray, the toxicity meter before and after, and the report.")
+    demo.add_argument("--config", default=DEMO_CONFIG, help=f"configuration (default {DEMO_CONFIG})")
+
+    return [train, tune, sft, demo]
+
+
+def _measuring_commands(commands) -> list[argparse.ArgumentParser]:
+    """toxicity, compare, report."""
     tox = commands.add_parser(
         "toxicity", help="measure a model's toxicity (RealToxicityPrompts protocol)",
         description="k nucleus samples per prompt, scored by the classifier's toxic-label probability "
@@ -68,13 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     tox.add_argument("--actors", type=int, help="actor-pool size of the generator and each scorer")
     tox.add_argument("--out", default="results/toxicity", help="directory for metrics.json and samples.jsonl")
 
-    sft = commands.add_parser(
-        "sft", help="supervised fine-tuning baseline (LoRA) on the prompts' reference replies",
-        description="The same model, LoRA, data and resources as train, learning the reference replies "
-                    "with TRL's SFTTrainer on Ray Train; writes final/adapter and sft_metrics.json.",
-        epilog=TRAIN_EPILOG.replace("train", "sft"), formatter_class=raw)
-    sft.add_argument("--config", required=True, help="YAML configuration file")
-
     compare = commands.add_parser(
         "compare", help="base model vs the adapters of finished runs (e.g. SFT and RL), same prompts and seeds",
         description="Measure the base model and each run's final adapter with the toxicity meter on the "
@@ -82,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run directories")
     compare.add_argument("--out", default="results/comparison", help="output directory")
 
+    report = commands.add_parser(
+        "report", help="before/after report of a finished run",
+        description="Measure the base model and the run's final adapter on the held-out split with the "
+                    "same prompts and seeds; write tables (CSV, Markdown) and plots to <run>/report.")
+    report.add_argument("--run", required=True, help="run directory (holding config.yaml and final/adapter)")
+
+    return [tox, compare, report]
+
+
+def _model_commands(commands) -> None:
+    """merge, generate (models on this machine, no Ray), config."""
     merge = commands.add_parser(
         "merge", help="fold a LoRA adapter into its base model (a standard from_pretrained directory)",
         description="merge_and_unload: the merged model and its tokenizer, saved as safetensors.")
@@ -105,27 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", help="write JSONL rows {prompt, response} here instead of printing")
     gen.add_argument("--seed", type=int, default=0)
 
-    report = commands.add_parser(
-        "report", help="before/after report of a finished run",
-        description="Measure the base model and the run's final adapter on the held-out split with the "
-                    "same prompts and seeds; write tables (CSV, Markdown) and plots to <run>/report.")
-    report.add_argument("--run", required=True, help="run directory (holding config.yaml and final/adapter)")
-
-    demo = commands.add_parser(
-        "demo", help="the offline detox world: measure, train, measure again, report",
-        description="Runs the whole mission on a laptop CPU with no hub: tiny policy and classifier built "
-                    "offline, PPO on local Ray, the toxicity meter before and after, and the report.")
-    demo.add_argument("--config", default=DEMO_CONFIG, help=f"configuration (default {DEMO_CONFIG})")
-
-    for sub in (merge,):
-        sub.set_defaults(overrides=[])
+    merge.set_defaults(overrides=[])
     gen.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
-    for sub in (train, tune, sft, tox, compare, report, demo):
-        if sub not in (report, compare):
-            sub.add_argument("--address", default=None,
-                             help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
-        sub.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
-    return parser
+
+    config = commands.add_parser(
+        "config", help="print the configuration's JSON Schema, or a validated, fully defaulted config",
+        description="--schema: the JSON Schema of the YAML files (point your editor's YAML support at it). "
+                    "--show FILE [key=value ...]: the configuration a run would use, every default filled in.")
+    shown = config.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--schema", action="store_true", help="print the JSON Schema")
+    shown.add_argument("--show", metavar="FILE", help="print FILE validated, with the overrides and defaults")
+    config.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides (with --show)")
 
 
 def toxicity_overrides(args: argparse.Namespace) -> list[str]:
@@ -149,12 +178,12 @@ def print_metrics(results: dict[str, dict]) -> None:
 
 
 def run_toxicity(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, toxicity_overrides(args) + args.overrides)
     import ray
 
     from rlaf_ray.evaluation.meter import measure
     from rlaf_ray.preflight import prepare
 
-    cfg = load_config(args.config, toxicity_overrides(args) + args.overrides)
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
     ray.init(address=args.address)
     result = measure(cfg, str(Path(args.adapter).resolve()) if args.adapter else None, Path(args.out))
@@ -163,15 +192,15 @@ def run_toxicity(args: argparse.Namespace) -> None:
 
 
 def run_report(args: argparse.Namespace) -> None:
+    run_dir = Path(args.run).resolve()
+    if not (run_dir / "final" / "adapter").is_dir():
+        raise ConfigError([f"--run {args.run!r}: no final/adapter in it; expected a finished train run"])
+    cfg = load_config(run_dir / "config.yaml", args.overrides)
     import ray
 
     from rlaf_ray.evaluation.report import write_report
     from rlaf_ray.preflight import prepare
 
-    run_dir = Path(args.run).resolve()
-    if not (run_dir / "final" / "adapter").is_dir():
-        raise ConfigError([f"--run {args.run!r}: no final/adapter in it; expected a finished train run"])
-    cfg = load_config(run_dir / "config.yaml", args.overrides)
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
     ray.init()
     print_metrics(write_report(cfg, run_dir))
@@ -191,20 +220,19 @@ def run_compare(args: argparse.Namespace) -> None:
 
 
 def run_merge(args: argparse.Namespace) -> None:
-    from rlaf_ray.config import ModelConfig
+    from rlaf_ray.config import ModelSettings
     from rlaf_ray.export import merge
-
     from rlaf_ray.models.policy import auto_class
 
-    model = ModelConfig(name_or_path=args.base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model = ModelSettings(name_or_path=args.base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     out = merge(model, str(Path(args.adapter).resolve()), Path(args.out))
     print(f"[rlaf] merged model in {out} ({auto_class(model).__name__}.from_pretrained({str(out)!r}))")
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, [f"model.name_or_path={args.model}", *args.overrides])
     from rlaf_ray.export import generate, read_prompts
 
-    cfg = load_config(args.config, [f"model.name_or_path={args.model}", *args.overrides])
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
     responses = generate(cfg.model, args.adapter, prompts, cfg.generation, seed=args.seed)
     if args.out:
@@ -218,9 +246,9 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, ["evaluation.after_train=true", *args.overrides])
     from rlaf_ray.train import train
 
-    cfg = load_config(args.config, ["evaluation.after_train=true", *args.overrides])
     run_dir = train(cfg, address=args.address)
     results = {name: json.loads((run_dir / "report" / name / "metrics.json").read_text())
                for name in ("base", "trained")}
@@ -235,23 +263,35 @@ def run_demo(args: argparse.Namespace) -> None:
           f"report in {run_dir / 'report'}")
 
 
+def run_config(args: argparse.Namespace) -> None:
+    if args.schema:
+        print(json.dumps(json_schema(), indent=1))
+    else:
+        print(dump_yaml(load_config(args.show, args.overrides)), end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            from rlaf_ray.train import train  # heavy imports only when needed
+        if args.command == "config":
+            run_config(args)
+        elif args.command == "train":
+            cfg = load_config(args.config, args.overrides)  # before the heavy imports: errors at once
+            from rlaf_ray.train import train
 
-            run_dir = train(load_config(args.config, args.overrides), address=args.address)
+            run_dir = train(cfg, address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
         elif args.command == "tune":
+            cfg = load_config(args.config, args.overrides)
             from rlaf_ray.tune import tune_search
 
-            exp = tune_search(load_config(args.config, args.overrides), address=args.address, resume=args.resume)
+            exp = tune_search(cfg, address=args.address, resume=args.resume)
             print(f"[rlaf] done: {exp / 'trials.md'}")
         elif args.command == "sft":
+            cfg = load_config(args.config, args.overrides)
             from rlaf_ray.sft import sft
 
-            run_dir = sft(load_config(args.config, args.overrides), address=args.address)
+            run_dir = sft(cfg, address=args.address)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
         elif args.command == "merge":
             run_merge(args)

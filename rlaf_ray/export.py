@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from rlaf_ray.config import ConfigError, GenerationConfig, ModelConfig
+from rlaf_ray.config import ConfigError, GenerationSettings, ModelSettings
+from rlaf_ray.devices import default_device
 from rlaf_ray.models.policy import (
     DTYPES,
     encode_prompts,
@@ -22,10 +23,10 @@ from rlaf_ray.models.policy import (
     load_base_model,
     load_tokenizer,
 )
-from rlaf_ray.rollout import hf_generation_config, sample_max_new_tokens
+from rlaf_ray.roles.rollout import hf_generation_config, sample_max_new_tokens
 
 
-def load_with_adapter(model: ModelConfig, adapter: str | None, device: torch.device | str = "cpu"):
+def load_with_adapter(model: ModelSettings, adapter: str | None, device: torch.device | str = "cpu"):
     net = load_base_model(model, device)
     if adapter is None:
         return net
@@ -36,7 +37,7 @@ def load_with_adapter(model: ModelConfig, adapter: str | None, device: torch.dev
     return PeftModel.from_pretrained(net, adapter)
 
 
-def merge(model: ModelConfig, adapter: str, out_dir: Path) -> Path:
+def merge(model: ModelSettings, adapter: str, out_dir: Path) -> Path:
     """Fold the LoRA weights into the base (``merge_and_unload``) and save model + tokenizer."""
     if model.dtype not in DTYPES:
         raise ConfigError([f"model.dtype: {model.dtype!r}; merge into a float base (fp32, bf16 or fp16): "
@@ -49,10 +50,10 @@ def merge(model: ModelConfig, adapter: str, out_dir: Path) -> Path:
 
 
 @torch.no_grad()
-def generate(model: ModelConfig, adapter: str | None, prompts: Sequence[str], generation: GenerationConfig,
+def generate(model: ModelSettings, adapter: str | None, prompts: Sequence[str], generation: GenerationSettings,
              seed: int = 0, batch_size: int = 8) -> list[str]:
     """One sampled continuation per prompt, with the training sampling controls."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     tokenizer = load_tokenizer(model)
     net = load_with_adapter(model, adapter, device).eval()
     seq2seq = is_seq2seq(model)

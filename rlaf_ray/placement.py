@@ -12,7 +12,7 @@ import ray
 from ray.train import ScalingConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from rlaf_ray.config import ConfigError, RoleResources, RunConfig
+from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
 
 ROLES = ("learner", "rollout", "reward")
 
@@ -31,11 +31,11 @@ def scaling_config(res: RoleResources) -> ScalingConfig:
                          resources_per_worker=per_worker)
 
 
-def _fmt(resources: dict[str, float]) -> str:
+def format_resources(resources: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
 
 
-def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]], roles: tuple[str, ...] = ROLES) -> list[str]:
+def placement_problems(cfg: RLAFConfig, nodes: list[dict[str, float]], roles: tuple[str, ...] = ROLES) -> list[str]:
     """One line per role that no node can host, and one if the roles exceed the cluster in total.
     ``nodes``: the total resources of each alive node."""
     problems = []
@@ -44,7 +44,7 @@ def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]], roles: tup
         for key, value in node.items():
             totals[key] = totals.get(key, 0.0) + value
     need: dict[str, float] = {}
-    offered = "; ".join(_fmt({k: v for k, v in n.items() if not k.startswith(("node:", "memory", "object_store"))})
+    offered = "; ".join(format_resources({k: v for k, v in n.items() if not k.startswith(("node:", "memory", "object_store"))})
                         for n in nodes) or "none"
     for role in roles:
         res: RoleResources = getattr(cfg.resources, role)
@@ -52,12 +52,12 @@ def placement_problems(cfg: RunConfig, nodes: list[dict[str, float]], roles: tup
         for key, value in demand.items():
             need[key] = need.get(key, 0.0) + value * res.num_workers
         if not any(all(node.get(k, 0.0) >= v for k, v in demand.items()) for node in nodes):
-            problems.append(f"resources.{role}: no node can host one {role} worker with {_fmt(demand)}; "
+            problems.append(f"resources.{role}: no node can host one {role} worker with {format_resources(demand)}; "
                             f"the nodes offer {offered}")
     short = {k: v for k, v in need.items() if v > totals.get(k, 0.0) + 1e-9}
     if short and not problems:
-        problems.append(f"resources: the roles need {_fmt(need)} in total, more than the cluster's "
-                        f"{_fmt({k: totals.get(k, 0.0) for k in need})}")
+        problems.append(f"resources: the roles need {format_resources(need)} in total, more than the cluster's "
+                        f"{format_resources({k: totals.get(k, 0.0) for k in need})}")
     return problems
 
 
@@ -65,7 +65,7 @@ def alive_node_resources() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def ensure_placement(cfg: RunConfig, roles: tuple[str, ...] = ROLES) -> None:
+def ensure_placement(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> None:
     """Fail fast when the roles cannot be placed; wait up to ``run.resource_wait_s`` first for an
     autoscaling cluster to add the nodes they need."""
     deadline = time.monotonic() + cfg.run.resource_wait_s

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from rlaf_ray.config import MODEL_FIELDS, ConfigError, ModelConfig, RewardConfig, RunConfig, resolve_paths
+from rlaf_ray.config import (
+    MODEL_FIELDS,
+    ConfigError,
+    ModelSettings,
+    RewardSettings,
+    RLAFConfig,
+    resolve_paths,
+)
 from rlaf_ray.data import check_data
 from rlaf_ray.models.policy import (
     auto_class,
@@ -17,24 +22,24 @@ from rlaf_ray.models.policy import (
     load_tokenizer,
 )
 from rlaf_ray.models.tiny import resolve_model
-from rlaf_ray.reward import check_reward
+from rlaf_ray.roles.reward import check_reward
 
 
-def check_evaluation(cfg: RunConfig) -> None:
+def check_evaluation(cfg: RLAFConfig) -> None:
     """The meter's classifiers have its toxic label (reads only their configs)."""
     ev = cfg.evaluation
     for name in (ev.classifier or cfg.reward.model_name_or_path, ev.holdout_classifier):
         if name is None:
             continue
         try:
-            check_reward(RewardConfig(model_name_or_path=name, label=ev.toxic_label,
-                                      trust_remote_code=cfg.reward.trust_remote_code))
+            check_reward(RewardSettings(model_name_or_path=name, label=ev.toxic_label,
+                                        trust_remote_code=cfg.reward.trust_remote_code))
         except ConfigError as err:
             raise ConfigError([line.replace("reward.label:", "evaluation.toxic_label:")
                                for line in err.problems])
 
 
-def linear_layer_names(model: ModelConfig) -> list[str]:
+def linear_layer_names(model: ModelSettings) -> list[str]:
     """Names (last part) of the model's linear layers, from its config on the meta device: no
     weights are read."""
     import torch
@@ -48,7 +53,7 @@ def linear_layer_names(model: ModelConfig) -> list[str]:
                    if isinstance(module, (torch.nn.Linear, Conv1D))})
 
 
-def check_lora_targets(cfg: RunConfig) -> None:
+def check_lora_targets(cfg: RLAFConfig) -> None:
     """Every lora.target_modules entry names a linear layer of the policy (peft matches names by
     their last part): a typo fails here, naming the layers there are."""
     if not cfg.lora.target_modules or cfg.lora.init_from is not None:  # an adapter to continue has its own
@@ -60,7 +65,7 @@ def check_lora_targets(cfg: RunConfig) -> None:
                            f"{cfg.model.name_or_path!r}; its linear layers: {', '.join(layers)}"])
 
 
-def check_policy(cfg: RunConfig) -> None:
+def check_policy(cfg: RLAFConfig) -> None:
     """What the policy's roles would trip on after their actors started: the adapter to continue,
     the chat template and end token (reads the tokenizer only), and the precision, where every
     role runs on CPU like this process (with GPUs, each role checks its own device at load)."""
@@ -73,15 +78,14 @@ def check_policy(cfg: RunConfig) -> None:
         check_precision(cfg.model, torch.device("cpu"))
 
 
-def prepare(cfg: RunConfig, splits: tuple[str, ...] = ("train",), evaluation: bool = False) -> RunConfig:
+def prepare(cfg: RLAFConfig, splits: tuple[str, ...] = ("train",), evaluation: bool = False) -> RLAFConfig:
     """Absolute paths, offline tiny models built, data files/columns and reward label checked
     (and the meter's classifiers, with ``evaluation``)."""
     cfg = resolve_paths(cfg)
     for section, attr in MODEL_FIELDS:
-        sub = getattr(cfg, section)
-        if getattr(sub, attr) is not None:
-            resolved = resolve_model(getattr(sub, attr), cfg.run.cache_dir)
-            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{attr: resolved})})
+        name = getattr(getattr(cfg, section), attr)
+        if name is not None:
+            cfg = cfg.replace(**{section: {attr: resolve_model(name, cfg.run.cache_dir)}})
     check_data(cfg.data, splits)
     check_lora_targets(cfg)
     check_policy(cfg)

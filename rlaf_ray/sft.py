@@ -17,13 +17,18 @@ from pathlib import Path
 import pandas as pd
 import ray
 import ray.train
-import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
-from rlaf_ray.config import ConfigError, RunConfig, dump_yaml, from_dict
+from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml
 from rlaf_ray.data import PromptSplit, load_split
-from rlaf_ray.models.policy import is_seq2seq, load_base_model, load_tokenizer, lora_config
+from rlaf_ray.devices import default_device
+from rlaf_ray.models.policy import (
+    is_seq2seq,
+    load_base_model,
+    load_tokenizer,
+    lora_config,
+)
 from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
 from rlaf_ray.preflight import prepare
 
@@ -37,7 +42,7 @@ def count_references(split: PromptSplit) -> tuple[int, int]:
     return rows, with_reference
 
 
-def check_references(cfg: RunConfig, split: PromptSplit) -> None:
+def check_references(cfg: RLAFConfig, split: PromptSplit) -> None:
     rows, with_reference = count_references(split)
     where = f"the {split.name!r} split of data.path {cfg.data.path!r} (source {cfg.data.source!r})"
     if rows == 0:
@@ -57,7 +62,7 @@ def to_hf_dataset(rows: pd.DataFrame):
     return datasets.Dataset.from_dict({"prompt": list(rows["prompt"]), "completion": list(rows["reference"])})
 
 
-def build_sft_trainer(cfg: RunConfig, train_rows: pd.DataFrame, eval_rows: pd.DataFrame, output_dir: str):
+def build_sft_trainer(cfg: RLAFConfig, train_rows: pd.DataFrame, eval_rows: pd.DataFrame, output_dir: str):
     """The TRL trainer for one learner (also used directly by tests, without Ray)."""
     from trl import SFTConfig, SFTTrainer
 
@@ -68,11 +73,11 @@ def build_sft_trainer(cfg: RunConfig, train_rows: pd.DataFrame, eval_rows: pd.Da
         eval_strategy="steps", eval_steps=s.eval_steps, logging_steps=s.eval_steps,
         save_strategy="steps", save_steps=s.save_steps, save_total_limit=cfg.run.keep_checkpoints,
         max_length=s.max_length, completion_only_loss=True, packing=False, seed=s.seed,
-        bf16=cfg.model.dtype == "bf16" and torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(), report_to="none", disable_tqdm=True,
+        bf16=cfg.model.dtype == "bf16" and default_device().type == "cuda",
+        use_cpu=default_device().type == "cpu", report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, dataset_num_proc=None)
     # Loaded onto its device: a quantized base cannot be moved there afterwards.
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     return SFTTrainer(model=load_base_model(cfg.model, device), args=args, train_dataset=to_hf_dataset(train_rows),
                       eval_dataset=to_hf_dataset(eval_rows), processing_class=load_tokenizer(cfg.model),
                       peft_config=lora_config(cfg.lora))
@@ -85,9 +90,12 @@ def _rows(name: str) -> pd.DataFrame:
 
 
 def sft_loop(loop_config: dict) -> None:
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from ray.train.huggingface.transformers import (
+        RayTrainReportCallback,
+        prepare_trainer,
+    )
 
-    cfg = from_dict(loop_config["config"])
+    cfg: RLAFConfig = loop_config["config"]
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory() as scratch:
         trainer = build_sft_trainer(cfg, _rows("train"), _rows("eval"), scratch)
@@ -112,7 +120,7 @@ def sft_loop(loop_config: dict) -> None:
                   flush=True)
 
 
-def sft(cfg: RunConfig, address: str | None = None) -> Path:
+def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
     """Run supervised fine-tuning to completion (or resume it); returns the run directory."""
     cfg = prepare(cfg, ("train", cfg.sft.eval_split))
     if is_seq2seq(cfg.model):
@@ -132,7 +140,7 @@ def sft(cfg: RunConfig, address: str | None = None) -> Path:
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     TorchTrainer(
         sft_loop,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": cfg},
         scaling_config=scaling_config(cfg.resources.learner),
         run_config=ray.train.RunConfig(
             name=cfg.run.name, storage_path=cfg.run.output_dir,

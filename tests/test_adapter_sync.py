@@ -6,17 +6,17 @@ import torch
 
 from rlaf_ray.config import from_dict
 from rlaf_ray.models.policy import adapter_state_dict, load_policy
-from rlaf_ray.rollout import RolloutWorker
-from rlaf_ray.train import sync_adapter
+from rlaf_ray.roles.learner import sync_adapter
+from rlaf_ray.roles.rollout import RolloutWorker
 
 PROMPTS = ["#Person1#: Hello, how are you?", "Summarize the following conversation."]
 
 
 def test_update_reaches_every_rollout_worker(ray_local, policy_path):
-    config = from_dict({"model": {"name_or_path": policy_path}, "generation": {"max_new_tokens": 12},
-                        "lora": {"target_modules": ["q_proj", "v_proj", "o_proj"]}}).to_dict()
-    cfg = from_dict(config)
-    actors = [ray.remote(RolloutWorker).options(num_cpus=0.25, name=f"test-rollout-{i}").remote(config, i)
+    cfg = from_dict({"model": {"name_or_path": policy_path}, "generation": {"max_new_tokens": 12},
+                     "lora": {"target_modules": ["q_proj", "v_proj", "o_proj"]}})
+    sections = (cfg.model, cfg.lora, cfg.generation)
+    actors = [ray.remote(RolloutWorker).options(num_cpus=0.25, name=f"test-rollout-{i}").remote(*sections, i)
               for i in range(2)]
     before = ray.get([a.generate.remote(PROMPTS, 11) for a in actors])
     assert [b["version"] for b in before] == [0, 0]
@@ -34,7 +34,7 @@ def test_update_reaches_every_rollout_worker(ray_local, policy_path):
     assert [a["version"] for a in after] == [1, 1]
     assert all(a["response_ids"] != b["response_ids"] for a, b in zip(after, before))
     # What the actors generate is what the learner's weights generate.
-    local = RolloutWorker(config)
+    local = RolloutWorker(*sections)
     local.load_adapter(adapter_state_dict(policy), 1)
     expected = local.generate(PROMPTS, 11)["response_ids"]
     assert [a["response_ids"] for a in after] == [expected, expected]

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from rlaf_ray.config import ConfigError, RunConfig, from_dict, load_config, parse_overrides
+from rlaf_ray.config import (
+    ConfigError,
+    RLAFConfig,
+    from_dict,
+    load_config,
+    parse_overrides,
+)
 
 REPO_CONFIG = "jobs/configs/offline_tiny.yaml"
 
@@ -23,7 +29,7 @@ def test_yaml_and_overrides(tmp_path):
     cfg = load_config(path, ["lora.r=16", "generation.max_new_tokens=[4,9]", "ppo.adaptive_kl=true",
                              "lora.target_modules=[q_proj,v_proj]", "reward.callable=null",
                              "ppo.learning_rate=4e-3"])
-    assert isinstance(cfg, RunConfig)
+    assert isinstance(cfg, RLAFConfig)
     assert cfg.ppo.batch_size == 8 and cfg.lora.r == 16
     assert cfg.generation.max_new_tokens == [4, 9]
     assert cfg.ppo.adaptive_kl is True

@@ -11,10 +11,10 @@ import ray.train
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from rlaf_ray.checkpoint import LoopState
-from rlaf_ray.config import DataConfig, ModelConfig
+from rlaf_ray.config import DataSettings, ModelSettings
 from rlaf_ray.data import load_split
-from rlaf_ray.train import prompt_batches, prompt_data_config
+from rlaf_ray.roles.learner import LoopState, prompt_batches
+from rlaf_ray.train import prompt_data_config
 from tests.conftest import SAMPLE_DATA
 
 WORLD, PER_RANK, ROWS = 2, 4, 120  # 60 rows per rank: 15 batches per epoch
@@ -47,8 +47,8 @@ def run_ranks(dataset, tmp_path: Path, name: str, epoch: int, skip: int, n_batch
 
 @pytest.mark.slow
 def test_shards_are_disjoint_cover_the_split_and_resume_exactly(ray_local, policy_path, tmp_path):
-    cfg = DataConfig(path=str(SAMPLE_DATA), min_chars=200, max_chars=1000, max_rows={"train": ROWS})
-    split = load_split(cfg, ModelConfig(name_or_path=policy_path, max_prompt_length=512))
+    cfg = DataSettings(path=str(SAMPLE_DATA), min_chars=200, max_chars=1000, max_rows={"train": ROWS})
+    split = load_split(cfg, ModelSettings(name_or_path=policy_path, max_prompt_length=512))
     all_ids = sorted(str(r["id"]) for r in split.dataset.take_all())
     assert len(all_ids) == ROWS == len(set(all_ids))
 

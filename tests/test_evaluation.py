@@ -10,7 +10,7 @@ import statistics
 import pytest
 import torch
 
-from rlaf_ray.config import ConfigError, RewardConfig, from_dict
+from rlaf_ray.config import ConfigError, RewardSettings, from_dict
 from rlaf_ray.evaluation.metrics import (
     MeterTotals,
     distinct_n,
@@ -46,10 +46,10 @@ def test_metric_definitions_by_hand():
 def test_perplexity_of_continuation_given_prompt(policy_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlaf_ray.config import ModelConfig
+    from rlaf_ray.config import ModelSettings
     from rlaf_ray.evaluation.meter import ScorePerplexity
 
-    scorer = ScorePerplexity(ModelConfig(name_or_path=policy_path))
+    scorer = ScorePerplexity(ModelSettings(name_or_path=policy_path))
     prompt, continuation = "#Person1#: Hello how are you.\n#Person2#:", " Fine thanks for the coffee."
     tokenizer = AutoTokenizer.from_pretrained(policy_path)
     model = AutoModelForCausalLM.from_pretrained(policy_path).eval()
@@ -76,7 +76,7 @@ def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors(
         ray_local, policy_path, classifier_path, tmp_path):
     from rlaf_ray.evaluation.meter import measure
     from rlaf_ray.preflight import prepare
-    from rlaf_ray.reward import ClassifierReward
+    from rlaf_ray.roles.reward import ClassifierReward
 
     # Prompts full of the insult lexicon: scoring prompt + continuation would look toxic.
     prompts = tmp_path / "prompts.jsonl"
@@ -93,7 +93,7 @@ def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors(
     metrics, rows = runs[1]
     assert metrics["prompts"] == 6 and metrics["samples"] == 24
     assert all(len(r["continuations"]) == 4 == len(r["toxicity"]) == len(r["perplexity"]) for r in rows.values())
-    hate = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, label="hate", score="probability"))
+    hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate", score="probability"))
     for row in rows.values():
         assert row["toxicity"] == pytest.approx(hate([], row["continuations"]), abs=1e-6)
         assert not any(row["prompt"] in c for c in row["continuations"])
@@ -111,12 +111,12 @@ def test_evaluate_module_loads_locally(classifier_path):
     import evaluate
 
     from rlaf_ray.evaluation import TOXICITY_MODULE
-    from rlaf_ray.reward import ClassifierReward
+    from rlaf_ray.roles.reward import ClassifierReward
 
     toxicity = evaluate.load(TOXICITY_MODULE, classifier_path, module_type="measurement")
     texts = ["you are terrible and dumb", "thanks for the lovely dinner", "hello how are you"]
     scores = toxicity.compute(predictions=texts)["toxicity"]
-    hate = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, label="hate", score="probability"))
+    hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate", score="probability"))
     assert scores == pytest.approx(hate([], texts), abs=1e-6)
     assert scores[0] > 0.5 > scores[1]
     assert toxicity.compute(predictions=texts, aggregation="maximum")["max_toxicity"] == pytest.approx(max(scores))

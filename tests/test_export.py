@@ -11,7 +11,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from rlaf_ray.config import GenerationConfig, LoraSettings, ModelConfig
+from rlaf_ray.config import GenerationSettings, LoraSettings, ModelSettings
 from rlaf_ray.models.policy import load_policy
 from tests.conftest import REPO
 
@@ -19,7 +19,7 @@ from tests.conftest import REPO
 def trained_adapter(policy_path, directory) -> str:
     """A LoRA adapter with non-zero weights (B starts at zero: perturb it so merging matters)."""
     torch.manual_seed(0)
-    policy = load_policy(ModelConfig(name_or_path=policy_path), LoraSettings(target_modules=["q_proj", "v_proj"]))
+    policy = load_policy(ModelSettings(name_or_path=policy_path), LoraSettings(target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:
@@ -61,8 +61,8 @@ def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_pa
     assert [r["prompt"] for r in rows] == [f"#Person1#: Hello {i}.\n#Person2#:" for i in range(3)]
     assert all(r["response"].strip() for r in rows)
     # same seed, same controls: the same samples
-    again = generate(ModelConfig(name_or_path=policy_path), None, [r["prompt"] for r in rows],
-                     GenerationConfig(max_new_tokens=6, min_new_tokens=6))
+    again = generate(ModelSettings(name_or_path=policy_path), None, [r["prompt"] for r in rows],
+                     GenerationSettings(max_new_tokens=6, min_new_tokens=6))
     assert again == [r["response"] for r in rows]
 
 
@@ -75,13 +75,13 @@ def test_seq2seq_merge_and_generate(tiny_cache, tmp_path):
 
     t5 = resolve_model("tiny:t5", tiny_cache)
     torch.manual_seed(0)
-    policy = load_policy(ModelConfig(name_or_path=t5), LoraSettings())  # T5's default targets: q, v
+    policy = load_policy(ModelSettings(name_or_path=t5), LoraSettings())  # T5's default targets: q, v
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.05)
     policy.save_pretrained(tmp_path / "adapter")
-    out = merge(ModelConfig(name_or_path=t5), str(tmp_path / "adapter"), tmp_path / "merged")
+    out = merge(ModelSettings(name_or_path=t5), str(tmp_path / "adapter"), tmp_path / "merged")
 
     ids, decoder = torch.tensor([[5, 45, 87, 200, 1]]), torch.tensor([[0, 13, 99, 7]])
     base = AutoModelForSeq2SeqLM.from_pretrained(t5).eval()
@@ -93,6 +93,6 @@ def test_seq2seq_merge_and_generate(tiny_cache, tmp_path):
     assert not torch.allclose(plain, adapted, atol=1e-3)
     assert torch.allclose(merged, adapted, atol=1e-4)
 
-    responses = generate(ModelConfig(name_or_path=str(out)), None, ["Hello there.", "Summarize this talk."],
-                         GenerationConfig(max_new_tokens=5, min_new_tokens=5))
+    responses = generate(ModelSettings(name_or_path=str(out)), None, ["Hello there.", "Summarize this talk."],
+                         GenerationSettings(max_new_tokens=5, min_new_tokens=5))
     assert len(responses) == 2 and all(r.strip() for r in responses)

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from rlaf_ray.config import from_dict
-from rlaf_ray.models.policy import PolicyWithValueHead, adapter_state_dict, load_policy, load_tokenizer
-from rlaf_ray.ppo.learner import PPOLearner, collate
-from rlaf_ray.rollout import RolloutWorker
+from rlaf_ray.models.policy import (
+    PolicyWithValueHead,
+    adapter_state_dict,
+    load_policy,
+    load_tokenizer,
+)
+from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.update import PPOLearner
+from rlaf_ray.roles.rollout import RolloutWorker
 
 
 @pytest.fixture
@@ -23,7 +29,7 @@ def setup(policy_path):
     torch.manual_seed(0)
     model = PolicyWithValueHead(load_policy(cfg.model, cfg.lora))
     learner = PPOLearner(cfg.ppo, model, cfg.generation, load_tokenizer(cfg.model).eos_token_id)
-    worker = RolloutWorker(cfg.to_dict())
+    worker = RolloutWorker(cfg.model, cfg.lora, cfg.generation)
     out = worker.generate(["#Person1#: Hello, how are you?"] * 4 + ["Summarize this."] * 4, seed=0)
     batch = collate(out["prompt_ids"], out["response_ids"], load_tokenizer(cfg.model).pad_token_id)
     return cfg, model, learner, out, batch

@@ -14,7 +14,7 @@ import pytest
 import torch
 from trl.trainer.utils import disable_dropout_in_model
 
-from rlaf_ray.config import RewardConfig, from_dict
+from rlaf_ray.config import RewardSettings, from_dict
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
@@ -24,9 +24,10 @@ from rlaf_ray.models.policy import (
     load_policy,
 )
 from rlaf_ray.models.tiny import resolve_model
-from rlaf_ray.ppo.learner import PPOLearner, collate
-from rlaf_ray.reward import ClassifierReward
-from rlaf_ray.rollout import RolloutWorker
+from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.update import PPOLearner
+from rlaf_ray.roles.reward import ClassifierReward
+from rlaf_ray.roles.rollout import RolloutWorker
 
 PROMPTS = ["#Person1#: Hello, how are you today?", "Summarize the following conversation.",
            "#Person2#: I want to book a train ticket.", "#Person1#: Thanks, see you tomorrow."]
@@ -54,7 +55,7 @@ def family_config(path: str, **model):
 def learner_logprobs_match_generation(worker: RolloutWorker, learner: PPOLearner, model: PolicyWithValueHead):
     """Sample with the generator's scores kept (after its min_new_tokens rule, as the learner
     applies it); the learner must give the same log-probs."""
-    enc = encode_prompts(worker.tokenizer, PROMPTS, worker.cfg.model)
+    enc = encode_prompts(worker.tokenizer, PROMPTS, worker.model_settings)
     torch.manual_seed(0)
     with torch.no_grad():
         out = worker.model.generate(**enc, do_sample=True, max_new_tokens=6, min_new_tokens=6, top_k=0,
@@ -78,7 +79,7 @@ def test_one_ppo_iteration_per_family(family, tiny_cache, classifier_path):
     cfg = family_config(resolve_model(name, tiny_cache))
     assert is_seq2seq(cfg.model) == (family == "t5")  # read from the model's config
 
-    worker = RolloutWorker(cfg.to_dict())
+    worker = RolloutWorker(cfg.model, cfg.lora, cfg.generation)
     torch.manual_seed(0)
     policy = load_policy(cfg.model, cfg.lora, for_training=True)
     disable_dropout_in_model(policy)  # as the learner does (GPT-2 and T5 have dropout)
@@ -91,7 +92,7 @@ def test_one_ppo_iteration_per_family(family, tiny_cache, classifier_path):
     # generate -> score -> update -> sync
     out = worker.generate(PROMPTS, seed=1)
     assert out["version"] == 0 and all(len(r) == 6 for r in out["response_ids"])
-    scores = ClassifierReward(RewardConfig(model_name_or_path=classifier_path), torch.device("cpu"))(
+    scores = ClassifierReward(RewardSettings(model_name_or_path=classifier_path), torch.device("cpu"))(
         out["prompts"], out["responses"])
     batch = collate(out["prompt_ids"], out["response_ids"], worker.tokenizer.pad_token_id,
                     decoder_start_token_id=model.decoder_start_token_id)

@@ -12,14 +12,16 @@ from rlaf_ray.config import ConfigError, from_dict
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
+    keep_4bit_layers_differentiable,
     load_base_model,
     load_policy,
     trainable_parameters,
 )
 from rlaf_ray.models.tiny import resolve_model
-from rlaf_ray.ppo.learner import PPOLearner, collate
+from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.update import PPOLearner
 from rlaf_ray.preflight import prepare
-from rlaf_ray.rollout import RolloutWorker
+from rlaf_ray.roles.rollout import RolloutWorker
 from tests.conftest import base_config
 
 PROMPTS = ["#Person1#: Hello, how are you?", "#Person2#: I want to book a train ticket."] * 2
@@ -41,7 +43,7 @@ def test_quantized_base_trains_generates_and_reloads(dtype, policy_path, tmp_pat
 
     cfg = config(policy_path, dtype=dtype, bnb_4bit_compute_dtype="fp32")
     layer = bnb.nn.Linear4bit if dtype == "4bit" else bnb.nn.Linear8bitLt
-    worker = RolloutWorker(cfg.to_dict())
+    worker = RolloutWorker(cfg.model, cfg.lora, cfg.generation)
     assert isinstance(worker.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer, layer)
     out = worker.generate(PROMPTS, seed=0)
     assert all(len(r) == 6 for r in out["response_ids"])
@@ -58,14 +60,20 @@ def test_quantized_base_trains_generates_and_reloads(dtype, policy_path, tmp_pat
     before = adapter_state_dict(policy)
     learner.step(batch, torch.tensor([1.0, -1.0, 1.0, -1.0]), torch.tensor(out["ended"]))
     after = adapter_state_dict(policy)
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # Every LoRA tensor moved, the first layer's too: gradients pass through every quantized
+    # layer, also after the no-grad eval pass that computes the old log-probs (which, on a CPU
+    # with AVX512-BF16, used to repack 4-bit weights into a layout with no backward).
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == list(before)
     assert all(torch.isfinite(v).all() for v in after.values())
 
     # The adapter reaches a quantized rollout worker and, saved, reloads onto a quantized base.
     worker.load_adapter(after, 1)
     assert worker.generate(PROMPTS, seed=0)["response_ids"] != out["response_ids"]
     policy.save_pretrained(tmp_path / "adapter")
-    reloaded = PeftModel.from_pretrained(load_base_model(cfg.model), str(tmp_path / "adapter")).eval()
+    base = load_base_model(cfg.model)
+    keep_4bit_layers_differentiable(base)  # the same 4-bit kernel as the trained policy, to compare
+    reloaded = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
     with torch.no_grad():
         expected = policy(**batch.inputs).logits
         logits = reloaded(**batch.inputs).logits
@@ -76,7 +84,7 @@ def test_chat_template_wraps_prompts_and_stops_at_end_of_turn(tiny_cache):
     path = resolve_model("tiny:llama-chat", tiny_cache)
     cfg = from_dict({"model": {"name_or_path": path, "chat_template": True},
                      "generation": {"max_new_tokens": 30, "eos_token": "<|im_end|>"}})
-    worker = RolloutWorker(cfg.to_dict())
+    worker = RolloutWorker(cfg.model, cfg.lora, cfg.generation)
     end = worker.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert worker.eos_token_id == end != worker.tokenizer.eos_token_id
     out = worker.generate(PROMPTS * 2, seed=0)

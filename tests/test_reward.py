@@ -3,16 +3,16 @@
 import pytest
 import torch
 
-from rlaf_ray.config import ConfigError, RewardConfig, from_dict
-from rlaf_ray.reward import ClassifierReward, RewardWorker, check_reward
+from rlaf_ray.config import ConfigError, RewardSettings, from_dict
+from rlaf_ray.roles.reward import ClassifierReward, RewardWorker, check_reward
 
 TEXTS = ["you are dumb and stupid", "have a nice day at the office with your team today",
          "thanks", "we can meet for coffee tomorrow morning before work"]
 
 
 def test_label_chosen_by_name(classifier_path):
-    nothate = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, label="nothate"))
-    hate = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, label="hate"))
+    nothate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="nothate"))
+    hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate"))
     assert nothate.index == 0 and hate.index == 1
     enc = nothate.tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -25,8 +25,8 @@ def test_label_chosen_by_name(classifier_path):
 
 
 def test_probability_scores(classifier_path):
-    p_not = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, score="probability"))
-    p_hate = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, label="hate",
+    p_not = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, score="probability"))
+    p_hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate",
                                            score="probability"))
     a, b = p_not([""] * 4, TEXTS), p_hate([""] * 4, TEXTS)
     assert all(0.0 <= x <= 1.0 for x in a)
@@ -34,14 +34,14 @@ def test_probability_scores(classifier_path):
 
 
 def test_padded_batch_equals_one_at_a_time(classifier_path):
-    scorer = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, batch_size=4))
+    scorer = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, batch_size=4))
     batched = scorer([""] * 4, TEXTS)
     singles = [scorer([""], [t])[0] for t in TEXTS]
     assert batched == pytest.approx(singles, abs=1e-4)
 
 
 def test_dynamic_padding_and_truncation(classifier_path):
-    scorer = ClassifierReward(RewardConfig(model_name_or_path=classifier_path))
+    scorer = ClassifierReward(RewardSettings(model_name_or_path=classifier_path))
     assert scorer.max_length == 128  # the tokenizer's limit, within the position embeddings
     long_text = "hello " * 1000
     (score,) = scorer([""], [long_text])  # no crash: truncated to the model's limit
@@ -49,8 +49,8 @@ def test_dynamic_padding_and_truncation(classifier_path):
 
 
 def test_prompt_plus_response_input(classifier_path):
-    response_only = ClassifierReward(RewardConfig(model_name_or_path=classifier_path))
-    with_prompt = ClassifierReward(RewardConfig(model_name_or_path=classifier_path, input="prompt_response"))
+    response_only = ClassifierReward(RewardSettings(model_name_or_path=classifier_path))
+    with_prompt = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, input="prompt_response"))
     prompts = ["you are dumb and stupid. "] * 2
     responses = ["have a nice day", "thanks"]
     assert with_prompt(prompts, responses) == pytest.approx(
@@ -58,7 +58,7 @@ def test_prompt_plus_response_input(classifier_path):
 
 
 def test_missing_label_lists_the_model_labels(classifier_path):
-    cfg = RewardConfig(model_name_or_path=classifier_path, label="toxic")
+    cfg = RewardSettings(model_name_or_path=classifier_path, label="toxic")
     with pytest.raises(ConfigError) as err:
         check_reward(cfg)
     assert str(err.value) == (f"reward.label: 'toxic' is not a label of {classifier_path!r}; "
@@ -66,7 +66,7 @@ def test_missing_label_lists_the_model_labels(classifier_path):
 
 
 def test_reward_worker_with_callable():
-    config = from_dict({"reward": {"callable": "tests.rewards:insult_free"}}).to_dict()
-    worker = RewardWorker(config)
+    config = from_dict({"reward": {"callable": "tests.rewards:insult_free"}})
+    worker = RewardWorker(config.reward)
     out = worker.score({"prompts": ["p", "p"], "responses": ["you are dumb", "nice day"]})
     assert out["scores"] == pytest.approx([1 - 1 / 3, 1.0])

@@ -5,15 +5,15 @@ import torch
 
 from rlaf_ray.config import from_dict
 from rlaf_ray.models.policy import adapter_state_dict
-from rlaf_ray.rollout import RolloutWorker, sample_max_new_tokens
+from rlaf_ray.roles.rollout import RolloutWorker, sample_max_new_tokens
 
 PROMPTS = ["#Person1#: Hello, how are you?", "Summarize the following conversation.",
            "#Person2#: I want to book a train ticket to the coast for Saturday, please."]
 
 
 def make_worker(policy_path, **generation):
-    return RolloutWorker(from_dict({"model": {"name_or_path": policy_path},
-                                    "generation": generation}).to_dict())
+    cfg = from_dict({"model": {"name_or_path": policy_path}, "generation": generation})
+    return RolloutWorker(cfg.model, cfg.lora, cfg.generation)
 
 
 def test_length_range_sampled_per_batch():

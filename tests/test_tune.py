@@ -28,8 +28,10 @@ import yaml
 
 from rlaf_ray.cli import main
 from rlaf_ray.config import ConfigError, from_dict, load_config
-from rlaf_ray.tune import concurrency, experiment_dir, tune_search
-from rlaf_ray.tune_space import REPORTED_METRICS
+from rlaf_ray.tune import tune_search
+from rlaf_ray.tune.search import concurrency
+from rlaf_ray.tune.space import REPORTED_METRICS
+from rlaf_ray.tune.trial import experiment_dir
 from tests.conftest import base_config
 
 RANKS = [16, 8, 4]

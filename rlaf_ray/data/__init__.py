@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import ray.data
 
-from rlaf_ray.config import ConfigError, DataConfig, ModelConfig, is_local_path
+from rlaf_ray.config import ConfigError, DataSettings, ModelSettings, is_local_path
 from rlaf_ray.data import dialoconan, dialogsum, files, real_toxicity_prompts
 from rlaf_ray.data.source import PromptSource, check_columns, file_for_split, read_rows
 from rlaf_ray.data.tokens import limit_prompt_tokens
@@ -29,7 +29,7 @@ SOURCES: dict[str, PromptSource] = {
 }
 
 
-def get_source(cfg: DataConfig) -> PromptSource:
+def get_source(cfg: DataSettings) -> PromptSource:
     if cfg.source not in SOURCES:
         close = difflib.get_close_matches(cfg.source, list(SOURCES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -37,12 +37,12 @@ def get_source(cfg: DataConfig) -> PromptSource:
     return SOURCES[cfg.source]
 
 
-def carved(cfg: DataConfig) -> bool:
+def carved(cfg: DataSettings) -> bool:
     """Held-out splits come from a seeded share of the train split, not the dataset's own."""
     return cfg.eval_fraction > 0 or cfg.test_fraction > 0
 
 
-def raw_split_name(cfg: DataConfig, split: str) -> str:
+def raw_split_name(cfg: DataSettings, split: str) -> str:
     """The dataset's own split that holds ``split``'s rows."""
     own = "train" if carved(cfg) else split
     location = get_source(cfg).location(cfg)
@@ -55,7 +55,7 @@ def raw_split_name(cfg: DataConfig, split: str) -> str:
     return cfg.splits[own]
 
 
-def check_data(cfg: DataConfig, splits: tuple[str, ...] = ("train",)) -> None:
+def check_data(cfg: DataSettings, splits: tuple[str, ...] = ("train",)) -> None:
     """Cheap checks before any actor starts: the source exists, the files and columns are there."""
     source = get_source(cfg)
     location = source.location(cfg)
@@ -74,7 +74,7 @@ def _unit_hash(seed: int, text: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
-def _keep_carved(batch: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
+def _keep_carved(batch: pd.DataFrame, cfg: DataSettings, split: str) -> pd.DataFrame:
     """Seeded split by a hash of the prompt: stable across runs and machines, and the same
     prompt never lands in two splits."""
     u = batch["prompt"].map(lambda p: _unit_hash(cfg.seed, p))
@@ -100,7 +100,7 @@ class PromptSplit:
     dataset: ray.data.Dataset
     # Before the too-long drop, for counting.
     flagged: ray.data.Dataset
-    config: DataConfig
+    config: DataSettings
 
     def stats(self) -> dict[str, int]:
         """One streaming pass: prompts kept, truncated and dropped for the token limit."""
@@ -112,7 +112,7 @@ class PromptSplit:
         return {"rows": rows - dropped, "truncated": too_long - dropped, "dropped": dropped}
 
 
-def load_split(cfg: DataConfig, model: ModelConfig, split: str = "train") -> PromptSplit:
+def load_split(cfg: DataSettings, model: ModelSettings, split: str = "train") -> PromptSplit:
     """One split as a Ray Data pipeline (see the module docstring for the steps)."""
     source = get_source(cfg)
     location = source.location(cfg)

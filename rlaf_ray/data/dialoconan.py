@@ -13,7 +13,7 @@ import pandas as pd
 import ray.data
 from ray.data.context import ShuffleStrategy
 
-from rlaf_ray.config import DataConfig
+from rlaf_ray.config import DataSettings
 from rlaf_ray.data.source import PromptSource
 from rlaf_ray.data.text import within_length
 
@@ -23,11 +23,11 @@ TEMPLATE = ("Reply to the last message of this conversation with a respectful, f
 TEMPLATE_FIELDS = ("dialogue", "target")
 
 
-def _required(cfg: DataConfig) -> list[str]:
+def _required(cfg: DataSettings) -> list[str]:
     return ["dialogue_id", "turn_id", SOURCE.text_column_for(cfg), "type", "TARGET"]
 
 
-def _dialogue_to_prompts(turns: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+def _dialogue_to_prompts(turns: pd.DataFrame, cfg: DataSettings) -> pd.DataFrame:
     column, template = SOURCE.text_column_for(cfg), SOURCE.template_for(cfg)
     turns = turns.sort_values("turn_id")
     texts, kinds = list(turns[column].astype(str)), list(turns["type"].astype(str).str.upper())
@@ -42,7 +42,7 @@ def _dialogue_to_prompts(turns: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "prompt", "reference"])
 
 
-def to_prompts(ds: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
+def to_prompts(ds: ray.data.Dataset, cfg: DataSettings) -> ray.data.Dataset:
     # The default hash shuffle starts aggregator actors sized for big clusters: on a small
     # machine it spends over a minute waiting for CPUs. The sort-based shuffle runs as tasks.
     ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED

@@ -7,20 +7,19 @@ summarization template; the human summary is the reference reply.
 from __future__ import annotations
 
 import pandas as pd
-import ray.data
 
-from rlaf_ray.config import DataConfig
-from rlaf_ray.data.source import PromptSource, template_fields
+from rlaf_ray.config import DataSettings
+from rlaf_ray.data.source import PromptSource, per_batch, template_fields
 from rlaf_ray.data.text import length_mask
 
 TEMPLATE = "\nSummarize the following conversation.\n\n{dialogue}\n\nSummary:\n"
 
 
-def _required(cfg: DataConfig) -> list[str]:
+def _required(cfg: DataSettings) -> list[str]:
     return [SOURCE.text_column_for(cfg), *template_fields(SOURCE.template_for(cfg))]
 
 
-def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+def _batch_to_prompts(batch: pd.DataFrame, cfg: DataSettings) -> pd.DataFrame:
     column, template = SOURCE.text_column_for(cfg), SOURCE.template_for(cfg)
     kept = batch[length_mask(batch[column], cfg)]
     prompts = [template.format(**row) for row in kept.to_dict("records")]
@@ -29,10 +28,6 @@ def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return pd.DataFrame({"id": list(ids), "prompt": prompts, "reference": list(references)})
 
 
-def to_prompts(ds: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
-    return ds.map_batches(_batch_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
-                          num_cpus=cfg.num_cpus_per_task)
-
 
 SOURCE = PromptSource(name="dialogsum", hub_name="knkarthick/dialogsum", text_column="dialogue",
-                      template=TEMPLATE, required_columns=_required, to_prompts=to_prompts)
+                      template=TEMPLATE, required_columns=_required, to_prompts=per_batch(_batch_to_prompts))

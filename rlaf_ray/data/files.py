@@ -4,23 +4,22 @@ an optional reference-reply column."""
 from __future__ import annotations
 
 import pandas as pd
-import ray.data
 
-from rlaf_ray.config import DataConfig
-from rlaf_ray.data.source import PromptSource, template_fields
+from rlaf_ray.config import DataSettings
+from rlaf_ray.data.source import PromptSource, per_batch, template_fields
 from rlaf_ray.data.text import length_mask
 
 
-def _template(cfg: DataConfig) -> str:
+def _template(cfg: DataSettings) -> str:
     return cfg.template or f"{{{SOURCE.text_column_for(cfg)}}}"  # default: the text as is
 
 
-def _required(cfg: DataConfig) -> list[str]:
+def _required(cfg: DataSettings) -> list[str]:
     extra = [cfg.reference_column] if cfg.reference_column else []
     return [SOURCE.text_column_for(cfg), *template_fields(_template(cfg)), *extra]
 
 
-def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+def _batch_to_prompts(batch: pd.DataFrame, cfg: DataSettings) -> pd.DataFrame:
     column = SOURCE.text_column_for(cfg)
     template = _template(cfg)
     kept = batch[length_mask(batch[column], cfg)]
@@ -31,10 +30,6 @@ def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return pd.DataFrame({"id": list(ids), "prompt": prompts, "reference": list(reference)})
 
 
-def to_prompts(ds: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
-    return ds.map_batches(_batch_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
-                          num_cpus=cfg.num_cpus_per_task)
-
 
 SOURCE = PromptSource(name="files", hub_name=None, text_column="text", template="{text}",
-                      required_columns=_required, to_prompts=to_prompts)
+                      required_columns=_required, to_prompts=per_batch(_batch_to_prompts))

@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-import ray.data
 
-from rlaf_ray.config import DataConfig
-from rlaf_ray.data.source import PromptSource
+from rlaf_ray.config import DataSettings
+from rlaf_ray.data.source import PromptSource, per_batch
 from rlaf_ray.data.text import length_mask
 
 
-def _required(cfg: DataConfig) -> list[str]:
+def _required(cfg: DataSettings) -> list[str]:
     return ["prompt", *(["challenging"] if cfg.challenging_only else [])]
 
 
@@ -25,7 +24,7 @@ def _field(record, name: str):
     return record.get(name) if isinstance(record, dict) else None
 
 
-def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+def _batch_to_prompts(batch: pd.DataFrame, cfg: DataSettings) -> pd.DataFrame:
     text = batch["prompt"].map(lambda r: _field(r, "text"))
     keep = length_mask(text, cfg)
     if cfg.challenging_only:
@@ -48,11 +47,7 @@ def _batch_to_prompts(batch: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
                          "reference": list(reference)})
 
 
-def to_prompts(ds: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
-    return ds.map_batches(_batch_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
-                          num_cpus=cfg.num_cpus_per_task)
-
 
 SOURCE = PromptSource(name="real_toxicity_prompts", hub_name="allenai/real-toxicity-prompts",
                       text_column="prompt", template="{prompt}", required_columns=_required,
-                      to_prompts=to_prompts)
+                      to_prompts=per_batch(_batch_to_prompts))

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import pyarrow.parquet as pq
 import ray.data
 
-from rlaf_ray.config import LOCAL_DATA_SUFFIXES, ConfigError, DataConfig, is_local_path
+from rlaf_ray.config import (
+    LOCAL_DATA_SUFFIXES,
+    ConfigError,
+    DataSettings,
+    is_local_path,
+)
 
 PROMPT_COLUMNS = ("id", "prompt", "reference")
 
@@ -30,23 +36,33 @@ class PromptSource:
     text_column: str
     template: str
     # Raw columns the rows must have, given the config.
-    required_columns: Callable[[DataConfig], list[str]]
+    required_columns: Callable[[DataSettings], list[str]]
     # Ray Data pipeline from raw rows to PROMPT_COLUMNS.
-    to_prompts: Callable[[ray.data.Dataset, DataConfig], ray.data.Dataset]
+    to_prompts: Callable[[ray.data.Dataset, DataSettings], ray.data.Dataset]
 
-    def text_column_for(self, cfg: DataConfig) -> str:
+    def text_column_for(self, cfg: DataSettings) -> str:
         return cfg.text_column or self.text_column
 
-    def template_for(self, cfg: DataConfig) -> str:
+    def template_for(self, cfg: DataSettings) -> str:
         return self.template if cfg.template is None else cfg.template
 
-    def location(self, cfg: DataConfig) -> str:
+    def location(self, cfg: DataSettings) -> str:
         if cfg.path is not None:
             return cfg.path
         if self.hub_name is None:
             raise ConfigError([f"data.path: source {self.name!r} has no dataset-hub copy; "
                                "set data.path to a local file of its shape"])
         return self.hub_name
+
+
+def per_batch(batch_fn: Callable[..., pd.DataFrame]) -> Callable[[ray.data.Dataset, DataSettings], ray.data.Dataset]:
+    """A source's ``to_prompts``: ``batch_fn(batch, cfg)`` mapped over pandas batches, each task
+    holding ``data.num_cpus_per_task`` CPUs."""
+    def to_prompts(ds: ray.data.Dataset, cfg: DataSettings) -> ray.data.Dataset:
+        return ds.map_batches(batch_fn, fn_kwargs={"cfg": cfg}, batch_format="pandas",
+                              num_cpus=cfg.num_cpus_per_task)
+
+    return to_prompts
 
 
 def template_fields(template: str) -> list[str]:
@@ -97,7 +113,7 @@ def check_columns(path: str, needed: list[str]) -> None:
                            f"columns present: {', '.join(columns)}"])
 
 
-def read_rows(location: str, split_name: str, cfg: DataConfig) -> ray.data.Dataset:
+def read_rows(location: str, split_name: str, cfg: DataSettings) -> ray.data.Dataset:
     """Raw rows of one split: a local file (``{split}`` filled in) or a dataset-hub split."""
     if not is_local_path(location):
         return read_hub(location, split_name)

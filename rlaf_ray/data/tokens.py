@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pandas as pd
+
 # Imported here, when a Ray worker unpickles the pipeline, rather than lazily inside the UDF:
 # Ray Data may run UDFs on a thread, and a first import of torch racing with another import
 # fails half-initialized ("partially initialized module 'torch._dynamo'").
@@ -13,7 +14,7 @@ import torch  # noqa: F401
 import torch._dynamo  # noqa: F401
 from transformers import AutoTokenizer
 
-from rlaf_ray.config import ModelConfig
+from rlaf_ray.config import ModelSettings
 
 
 @functools.lru_cache(maxsize=4)
@@ -21,7 +22,7 @@ def _tokenizer(name_or_path: str, trust_remote_code: bool):
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
 
-def limit_prompt_tokens(batch: pd.DataFrame, model: ModelConfig) -> pd.DataFrame:
+def limit_prompt_tokens(batch: pd.DataFrame, model: ModelSettings) -> pd.DataFrame:
     """Count each prompt's policy tokens; truncate the too-long ones from the left (keeping the
     end, where the instruction sits) and flag them in ``too_long``."""
     tokenizer = _tokenizer(model.name_or_path, model.trust_remote_code)

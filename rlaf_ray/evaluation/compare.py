@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rlaf_ray.config import ConfigError, RunConfig, load_config  # noqa: E402
+from rlaf_ray.config import ConfigError, RLAFConfig, load_config  # noqa: E402
 from rlaf_ray.evaluation.meter import measure  # noqa: E402
 from rlaf_ray.evaluation.report import TABLE_METRICS, write_table  # noqa: E402
 from rlaf_ray.preflight import prepare  # noqa: E402
@@ -30,7 +30,7 @@ def run_adapters(run_dirs: list[Path]) -> dict[str, str]:
     return adapters
 
 
-def base_config(run_dirs: list[Path], overrides: list[str]) -> RunConfig:
+def base_config(run_dirs: list[Path], overrides: list[str]) -> RLAFConfig:
     """The first run's configuration decides the prompts, seeds and meter; every run must adapt
     the same base model, or the comparison would not be one."""
     configs = [load_config(d / "config.yaml") for d in run_dirs]

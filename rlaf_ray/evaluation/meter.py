@@ -24,8 +24,16 @@ from pathlib import Path
 import pandas as pd
 import ray.data
 import torch
-from rlaf_ray.config import ConfigError, EvaluationConfig, ModelConfig, RewardConfig, RunConfig
+
+from rlaf_ray.config import (
+    ConfigError,
+    EvaluationSettings,
+    ModelSettings,
+    RewardSettings,
+    RLAFConfig,
+)
 from rlaf_ray.data import load_split
+from rlaf_ray.devices import default_device
 from rlaf_ray.evaluation.metrics import MeterTotals
 from rlaf_ray.models.policy import (
     encode_prompts,
@@ -35,7 +43,7 @@ from rlaf_ray.models.policy import (
     load_tokenizer,
 )
 from rlaf_ray.preflight import check_evaluation
-from rlaf_ray.reward import ClassifierReward
+from rlaf_ray.roles.reward import ClassifierReward
 
 
 def prompt_seed(seed: int, prompt_id: str, prompt: str) -> int:
@@ -43,16 +51,12 @@ def prompt_seed(seed: int, prompt_id: str, prompt: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Generate:
     """Actor-pool stage: k nucleus samples of up to ``max_new_tokens`` per prompt."""
 
-    def __init__(self, model: ModelConfig, adapter: str | None, evaluation: EvaluationConfig):
+    def __init__(self, model: ModelSettings, adapter: str | None, evaluation: EvaluationSettings):
         self.ev = evaluation
-        self.device = _device()
+        self.device = default_device()
         self.tokenizer = load_tokenizer(model)
         self.model_cfg = model
         self.seq2seq = is_seq2seq(model)
@@ -87,9 +91,9 @@ class ScoreToxicity:
 
     def __init__(self, classifier: str, label: str, column: str, trust_remote_code: bool = False):
         self.column = column
-        self.scorer = ClassifierReward(RewardConfig(
+        self.scorer = ClassifierReward(RewardSettings(
             model_name_or_path=classifier, label=label, score="probability", input="response",
-            trust_remote_code=trust_remote_code), _device())
+            trust_remote_code=trust_remote_code), default_device())
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         start = time.perf_counter()
@@ -102,8 +106,8 @@ class ScorePerplexity:
     """Actor-pool stage: perplexity of each continuation given its prompt under a scoring LM
     (causal: prompt + continuation as one sequence; seq2seq: prompt to the encoder)."""
 
-    def __init__(self, model: ModelConfig):
-        self.device = _device()
+    def __init__(self, model: ModelSettings):
+        self.device = default_device()
         self.tokenizer = load_tokenizer(model)
         self.model_cfg = model
         self.seq2seq = is_seq2seq(model)
@@ -140,7 +144,7 @@ class MeterResult:
     samples_path: Path
 
 
-def measure(cfg: RunConfig, adapter: str | None, out_dir: Path, split: str | None = None) -> MeterResult:
+def measure(cfg: RLAFConfig, adapter: str | None, out_dir: Path, split: str | None = None) -> MeterResult:
     """Run the meter on ``cfg.evaluation.split`` (or ``split``) of ``cfg.data``; ``cfg`` must have
     been through ``preflight.prepare``. Writes ``samples.jsonl`` and ``metrics.json`` to ``out_dir``."""
     ev = cfg.evaluation
@@ -167,7 +171,7 @@ def measure(cfg: RunConfig, adapter: str | None, out_dir: Path, split: str | Non
         ds = ds.map_batches(ScoreToxicity, fn_constructor_kwargs={
             "classifier": ev.holdout_classifier, "label": ev.toxic_label, "column": "holdout_toxicity",
             "trust_remote_code": trust}, **scorer_pool)
-    scoring_lm = cfg.model if ev.perplexity_model is None else ModelConfig(
+    scoring_lm = cfg.model if ev.perplexity_model is None else ModelSettings(
         name_or_path=ev.perplexity_model, trust_remote_code=cfg.model.trust_remote_code,
         max_prompt_length=cfg.model.max_prompt_length)
     ds = ds.map_batches(ScorePerplexity, fn_constructor_kwargs={"model": scoring_lm}, **scorer_pool)

@@ -19,9 +19,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rlaf_ray.config import RunConfig  # noqa: E402
+from rlaf_ray.config import RLAFConfig  # noqa: E402
 from rlaf_ray.evaluation.meter import MeterResult, measure  # noqa: E402
-from rlaf_ray.reward import make_reward_fn  # noqa: E402
+from rlaf_ray.roles.reward import make_reward_fn  # noqa: E402
 from rlaf_ray.run_log import read_metrics  # noqa: E402
 
 TABLE_METRICS = ("expected_max_toxicity", "toxicity_probability", "toxicity_mean", "toxicity_std",
@@ -60,7 +60,7 @@ def read_samples(path: Path) -> dict[str, dict]:
         return {row["id"]: row for row in map(json.loads, f)}
 
 
-def example_rows(cfg: RunConfig, before: MeterResult, after: MeterResult) -> list[dict]:
+def example_rows(cfg: RLAFConfig, before: MeterResult, after: MeterResult) -> list[dict]:
     """First sample per prompt before and after, rewarded as in training, sorted by the gain."""
     base, trained = read_samples(before.samples_path), read_samples(after.samples_path)
     ids = [i for i in base if i in trained]
@@ -103,7 +103,7 @@ def plot_toxicity(results: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(cfg: RunConfig, run_dir: Path) -> dict[str, dict]:
+def write_report(cfg: RLAFConfig, run_dir: Path) -> dict[str, dict]:
     """Measure base and trained adapter on the held-out split; write every table and plot.
     ``cfg`` must have been through ``preflight.prepare`` (as the run's saved config has)."""
     out = run_dir / "report"

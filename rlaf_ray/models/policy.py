@@ -28,8 +28,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlaf_ray.config import QUANTIZED_DTYPES, ConfigError, LoraSettings, ModelConfig
-from rlaf_ray.config import GenerationConfig as GenerationSettings
+from rlaf_ray.config import (
+    QUANTIZED_DTYPES,
+    ConfigError,
+    GenerationSettings,
+    LoraSettings,
+    ModelSettings,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,16 +45,16 @@ def _is_encoder_decoder(name_or_path: str, trust_remote_code: bool) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def is_seq2seq(model_cfg: ModelConfig) -> bool:
+def is_seq2seq(model_cfg: ModelSettings) -> bool:
     """Encoder-decoder (T5) or causal, read from the model's own config: no flag to get wrong."""
     return _is_encoder_decoder(model_cfg.name_or_path, model_cfg.trust_remote_code)
 
 
-def auto_class(model_cfg: ModelConfig):
+def auto_class(model_cfg: ModelSettings):
     return AutoModelForSeq2SeqLM if is_seq2seq(model_cfg) else AutoModelForCausalLM
 
 
-def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
+def load_tokenizer(model_cfg: ModelSettings) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(
         model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code
     )
@@ -89,7 +94,7 @@ def format_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], c
                                           add_generation_prompt=True) for p in prompts]
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], model_cfg: ModelConfig,
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], model_cfg: ModelSettings,
                    device: torch.device | str = "cpu") -> BatchEncoding:
     """One padded batch of prompts, as every generating role (rollout, meter, generate) feeds it."""
     texts = format_prompts(tokenizer, prompts, model_cfg.chat_template)
@@ -109,7 +114,7 @@ def generated_tokens(output: torch.Tensor, prompt_width: int, seq2seq: bool) -> 
 # Precision
 
 
-def check_precision(model_cfg: ModelConfig, device: torch.device) -> None:
+def check_precision(model_cfg: ModelSettings, device: torch.device) -> None:
     """Raise a one-line ConfigError if ``device`` cannot run ``model.dtype``, saying why."""
     dtype = model_cfg.dtype
     if dtype in QUANTIZED_DTYPES:
@@ -131,7 +136,7 @@ def check_precision(model_cfg: ModelConfig, device: torch.device) -> None:
                            "use fp16 or fp32"])
 
 
-def quantization_config(model_cfg: ModelConfig):
+def quantization_config(model_cfg: ModelSettings):
     """bitsandbytes settings for an 8-bit or 4-bit base, None for a float base."""
     if model_cfg.dtype not in QUANTIZED_DTYPES:
         return None
@@ -154,7 +159,7 @@ def _placed(device: torch.device | str | None) -> torch.device:
     return device
 
 
-def load_base_model(model_cfg: ModelConfig, device: torch.device | str | None = None) -> nn.Module:
+def load_base_model(model_cfg: ModelSettings, device: torch.device | str | None = None) -> nn.Module:
     """The base LM on ``device`` (default CPU), weights from safetensors only."""
     device = _placed(device)
     check_precision(model_cfg, device)
@@ -184,10 +189,22 @@ def lora_config(lora: LoraSettings, seq2seq: bool = False) -> LoraConfig:
     )
 
 
-def load_policy(model_cfg: ModelConfig, lora: LoraSettings, device: torch.device | str | None = None,
+def keep_4bit_layers_differentiable(model: nn.Module) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weights for inference the
+    first time it runs in eval mode without gradients (the learner's old log-probs), and from then
+    on computes it with a kernel that has no backward: no gradient reaches any LoRA layer below it
+    and the adapter silently stops learning. A learner's layers never take that path."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_policy(model_cfg: ModelSettings, lora: LoraSettings, device: torch.device | str | None = None,
                 for_training: bool = False) -> PeftModel:
     """Base model with a LoRA adapter (fresh, or ``lora.init_from``); only the adapter trains."""
     base = load_base_model(model_cfg, device)
+    if for_training and model_cfg.dtype == "4bit":
+        keep_4bit_layers_differentiable(base)
     if for_training and model_cfg.dtype in QUANTIZED_DTYPES:
         # The QLoRA recipe: norms and embeddings in float32, inputs that carry gradients.
         base = prepare_model_for_kbit_training(

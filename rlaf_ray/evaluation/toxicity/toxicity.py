@@ -14,8 +14,8 @@ but the classifier itself, and that only when it is not a local directory.
 import datasets
 import evaluate
 
-from rlaf_ray.config import RewardConfig
-from rlaf_ray.reward import ClassifierReward
+from rlaf_ray.config import RewardSettings
+from rlaf_ray.roles.reward import ClassifierReward
 
 DEFAULT_CLASSIFIER = "facebook/roberta-hate-speech-dynabench-r4-target"
 
@@ -43,7 +43,7 @@ class Toxicity(evaluate.Measurement):
 
     def _scorer(self, label: str) -> ClassifierReward:
         if label not in self._scorers:
-            self._scorers[label] = ClassifierReward(RewardConfig(
+            self._scorers[label] = ClassifierReward(RewardSettings(
                 model_name_or_path=self.classifier, label=label, score="probability", input="response"))
         return self._scorers[label]
 

@@ -13,16 +13,23 @@ problem (``ConfigError``) instead of inside every trial.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib.util
 import itertools
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from rlaf_ray.config import ConfigError, RunConfig, _coerce, _type_name, from_dict, merge
+from rlaf_ray.config import (
+    ConfigError,
+    Number,
+    RLAFConfig,
+    check_value,
+    from_dict,
+    leaf_fields,
+    merge,
+    numeric_kind,
+    type_name,
+)
 
 SPEC_KINDS = ("choice", "grid", "uniform", "loguniform")
 SPEC_HELP = "{choice: [...]}, {grid: [...]}, {uniform: [low, high]} or {loguniform: [low, high]}"
@@ -31,9 +38,9 @@ SPEC_HELP = "{choice: [...]}, {grid: [...]}, {uniform: [low, high]} or {logunifo
 NOT_SEARCHABLE = {"run.name": "each trial's run.name is its trial id",
                   "run.output_dir": "each trial runs in the search's directory"}
 
-# Every metric a train run reports each iteration (``ray.train.report`` in rlaf_ray.train, the
-# same keys as a line of metrics.jsonl): PPOLearner.step's batch statistics, learner_loop's
-# timings and memory, and the iteration. tests/test_tune.py compares it with a real run's keys.
+# Every metric a train run reports each iteration (``ray.train.report`` in rlaf_ray.roles.learner,
+# the same keys as a line of metrics.jsonl): PPOLearner.step's batch statistics, learner_loop's
+# timings and memory, and the iteration. the Tune tests compare it with a real run's keys.
 REPORTED_METRICS = frozenset({
     "iteration",
     "reward/mean", "reward/std", "reward/non_finite",
@@ -77,28 +84,6 @@ class Dimension:
         return list(self.values)
 
 
-def leaf_fields(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
-    """Every dotted leaf field of the configuration and its type."""
-    out: dict[str, Any] = {}
-    for name, tp in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(tp):
-            out.update(leaf_fields(tp, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = tp
-    return out
-
-
-def _numeric(tp: Any) -> str | None:
-    """'int' or 'float' when the field holds one kind of number (null allowed), else None."""
-    options = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
-    options.discard(type(None))
-    if options == {int}:
-        return "int"
-    if options == {float}:
-        return "float"
-    return None
-
-
 def _parse_one(name: str, spec: Any, fields: dict[str, Any], search_alg: str) -> tuple[Dimension | None, list[str]]:
     where = f"tune.search_space.{name}"
     if name in NOT_SEARCHABLE:
@@ -134,21 +119,27 @@ def _parse_one(name: str, spec: Any, fields: dict[str, Any], search_alg: str) ->
         values, problems = [], []
         for i, value in enumerate(raw):
             try:
-                values.append(_coerce(value, tp, f"{where}.{kind}[{i}]"))
+                values.append(check_value(tp, value, f"{where}.{kind}[{i}]"))
             except ValueError as err:
                 problems.append(str(err))
         if problems:
             return None, problems
-        return Dimension(name, kind, tuple(values), _numeric(tp) == "int"), []
+        return Dimension(name, kind, tuple(values), numeric_kind(tp) == "int"), []
 
-    number = _numeric(tp)
+    return _parse_range(name, kind, raw, tp)
+
+
+def _parse_range(name: str, kind: str, raw: Any, tp: Any) -> tuple[Dimension | None, list[str]]:
+    """A ``uniform``/``loguniform`` spec: ``[low, high]`` on a numeric field."""
+    where = f"tune.search_space.{name}"
+    number = numeric_kind(tp)
     if number is None:
-        return None, [f"{where}: {kind} needs a numeric field; {name} is {_type_name(tp)}: use choice"]
+        return None, [f"{where}: {kind} needs a numeric field; {name} is {type_name(tp)}: use choice"]
     if not isinstance(raw, list) or len(raw) != 2:
         return None, [f"{where}.{kind}: expected [low, high], got {raw!r}"]
     try:
         # Numbers as YAML reads them: "1e-5" (no dot) is a string to PyYAML.
-        low, high = (_coerce(v, float, f"{where}.{kind}") for v in raw)
+        low, high = (check_value(Number, v, f"{where}.{kind}") for v in raw)
     except ValueError as err:
         return None, [str(err)]
     if number == "int":
@@ -162,13 +153,13 @@ def _parse_one(name: str, spec: Any, fields: dict[str, Any], search_alg: str) ->
     return Dimension(name, kind, (low, high), number == "int"), []
 
 
-def parse_search_space(cfg: RunConfig) -> list[Dimension]:
+def parse_search_space(cfg: RLAFConfig) -> list[Dimension]:
     """The search's dimensions; ``ConfigError`` naming every bad entry."""
     t = cfg.tune
     if not t.search_space:
         raise ConfigError(["tune.search_space: empty; give at least one field to search, "
                            "e.g. {lora.r: {choice: [4, 8, 16]}}"])
-    fields = leaf_fields()
+    fields = leaf_fields(RLAFConfig)
     dims, problems = [], []
     for name, spec in t.search_space.items():
         dim, errs = _parse_one(str(name), spec, fields, t.search_alg)
@@ -220,7 +211,7 @@ def probe_points(dims: list[Dimension]) -> list[dict[str, Any]]:
     return [{**first, dim.field: value} for dim, values in zip(dims, value_lists) for value in values]
 
 
-def probe_configs(base: dict[str, Any], dims: list[Dimension]) -> list[RunConfig]:
+def probe_configs(base: dict[str, Any], dims: list[Dimension]) -> list[RLAFConfig]:
     """Every probe point applied to ``base`` and validated as a whole run configuration: a
     sampled value that breaks the config (e.g. a batch size the learners cannot split) fails
     here, naming the values that broke it."""
@@ -237,7 +228,7 @@ def probe_configs(base: dict[str, Any], dims: list[Dimension]) -> list[RunConfig
     return configs
 
 
-def check_search_settings(cfg: RunConfig, probes: list[RunConfig]) -> None:
+def check_search_settings(cfg: RLAFConfig, probes: list[RLAFConfig]) -> None:
     """Metric, scheduler and search algorithm: usable by this search?"""
     t, problems = cfg.tune, []
     if t.metric not in REPORTED_METRICS:
@@ -256,7 +247,7 @@ def check_search_settings(cfg: RunConfig, probes: list[RunConfig]) -> None:
         raise ConfigError(problems)
 
 
-def validate_search(cfg: RunConfig) -> tuple[list[Dimension], list[RunConfig]]:
+def validate_search(cfg: RLAFConfig) -> tuple[list[Dimension], list[RLAFConfig]]:
     """All search checks that need no Ray: the dimensions, and the probe configs they allow."""
     dims = parse_search_space(cfg)
     probes = probe_configs(cfg.to_dict(), dims)

@@ -1,19 +1,16 @@
-"""RolloutWorker: the base policy plus the current LoRA adapter, generating in one batched call."""
+"""Rollout role: the base policy plus the current LoRA adapter, generating in one batched call."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from typing import Sequence
 
-import ray
 import torch
 from transformers import GenerationConfig
 
-from rlaf_ray.config import GenerationConfig as GenerationSettings
-from rlaf_ray.config import RunConfig, from_dict
-from rlaf_ray.memory import peak_memory_mib
+from rlaf_ray.config import GenerationSettings, LoraSettings, ModelSettings
+from rlaf_ray.devices import default_device, peak_memory_mib
 from rlaf_ray.models.policy import (
     encode_prompts,
     eos_token_id,
@@ -23,6 +20,7 @@ from rlaf_ray.models.policy import (
     load_policy,
     load_tokenizer,
 )
+from rlaf_ray.roles.actor import RoleActor
 
 
 def sample_max_new_tokens(setting: int | list[int], seed: int) -> int:
@@ -44,21 +42,18 @@ def hf_generation_config(g: GenerationSettings, max_new_tokens: int, eos_token_i
     )
 
 
-class RolloutWorker:
-    def __init__(self, config: dict, worker_index: int = 0):
-        self.cfg: RunConfig = from_dict(config)
+class RolloutWorker(RoleActor):
+    def __init__(self, model: ModelSettings, lora: LoraSettings, generation: GenerationSettings,
+                 worker_index: int = 0):
+        self.model_settings, self.generation = model, generation
         self.worker_index = worker_index
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = load_tokenizer(self.cfg.model)
-        self.seq2seq = is_seq2seq(self.cfg.model)
-        self.model = load_policy(self.cfg.model, self.cfg.lora, self.device).eval()
-        self.eos_token_id = eos_token_id(self.cfg.generation, self.tokenizer)
+        self.device = default_device()
+        self.tokenizer = load_tokenizer(model)
+        self.seq2seq = is_seq2seq(model)
+        self.model = load_policy(model, lora, self.device).eval()
+        self.eos_token_id = eos_token_id(generation, self.tokenizer)
         # Version of the adapter in use: 0 is the untrained adapter, then one per PPO update.
         self.version = 0
-
-    def ready(self) -> dict:
-        """Where this actor runs (awaited once at start; also shows placement in tests)."""
-        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def load_adapter(self, state: dict[str, torch.Tensor], version: int) -> int:
         load_adapter_state(self.model, state)
@@ -69,9 +64,9 @@ class RolloutWorker:
     def generate(self, prompts: Sequence[str], seed: int) -> dict:
         """Sample one response per prompt. Returns ids, text and the adapter version used."""
         start = time.perf_counter()
-        max_new_tokens = sample_max_new_tokens(self.cfg.generation.max_new_tokens, seed)
-        enc = encode_prompts(self.tokenizer, prompts, self.cfg.model, self.device)
-        gen_cfg = hf_generation_config(self.cfg.generation, max_new_tokens, self.eos_token_id,
+        max_new_tokens = sample_max_new_tokens(self.generation.max_new_tokens, seed)
+        enc = encode_prompts(self.tokenizer, prompts, self.model_settings, self.device)
+        gen_cfg = hf_generation_config(self.generation, max_new_tokens, self.eos_token_id,
                                        self.tokenizer.pad_token_id)
         torch.manual_seed(seed)
         output = self.model.generate(**enc, generation_config=gen_cfg)

@@ -19,31 +19,7 @@ The search directory is Tune's experiment directory, ``<run.output_dir>/<run.nam
     trials.csv, trials.md                     one row per trial, best first
     best_config.yaml                          rlaf-ray train --config best_config.yaml
 
-Resources, and why trials cannot deadlock
------------------------------------------
-Tune reserves a placement group per trial (``tune.with_resources`` + ``PlacementGroupFactory``):
-an empty head bundle for the Tune function itself, a bundle for the trial's driver
-(``tune.driver_num_cpus``), and one per rollout and per reward actor. A trial owns its actors'
-resources before it starts, or does not start.
-
-Tune runs its function with ``placement_group_capture_child_tasks=True``: everything started from
-it without a scheduling strategy of its own must fit in the group's bundles. Ray Data's shuffle
-and sort tasks (``data.shuffle``) name none and ask for a whole CPU, so a prompt pipeline built
-there fails ("cannot fit into any bundles"). So the function only holds the Tune session: it
-builds ``TuneReportCallback`` (which needs that session) and starts ``TrialDriver`` in the driver
-bundle *without* capture; the driver runs ``train()``, which places the rollout and reward actors
-in the group explicitly and leaves Ray Data's tasks free to run anywhere.
-
-The learners cannot be reserved in the group either. Ray Train V2's controller creates the
-learner group's own placement group, ``placement_group([per worker] * num_workers)``
-(ray/train/v2/_internal/execution/worker_group/worker_group.py), and schedules each learner into
-it with an explicit ``PlacementGroupSchedulingStrategy``; placement groups do not nest, so learner
-bundles in the trial's group would sit idle and be paid twice. So Tune alone would start every
-trial whose group fits; if their learner groups, or Ray Data's tasks, then did not fit, every
-running trial would wait for resources that only a finishing trial frees: a deadlock. The search
-therefore runs at most as many trials at once as fit completely (group + learners) next to one
-CPU for Ray Data; a configured ``tune.max_concurrent_trials`` above that is refused (on an
-autoscaling cluster, ``run.resource_wait_s > 0``, it is allowed with a note).
+How trials are placed (and why they cannot deadlock): ``rlaf_ray.tune.trial``.
 """
 
 from __future__ import annotations
@@ -53,49 +29,24 @@ from pathlib import Path
 
 import yaml
 
-from rlaf_ray.config import ConfigError, RunConfig, dump_yaml, from_dict, merge, resolve_paths
-from rlaf_ray.placement import worker_demand
-from rlaf_ray.tune_space import Dimension, param_space, validate_search
+from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml, resolve_paths
+from rlaf_ray.placement import format_resources
+from rlaf_ray.tune.space import Dimension, param_space, validate_search
+from rlaf_ray.tune.trial import (
+    experiment_dir,
+    trainable,
+    trial_dirname,
+    trial_footprint,
+)
 
 SEARCH_CONFIG = "search_config.yaml"
-# Index of the driver's bundle once Tune has set the empty head bundle aside.
-DRIVER_BUNDLE = 0
 # Ray Data's shuffle and sort tasks ask for one whole CPU, which must be free beside the trials.
 DATA_HEADROOM_CPUS = 1.0
 # Changing these between a search and its --resume changes nothing Tune restores.
 RESUME_MAY_DIFFER = ("tune.max_concurrent_trials",)
 
 
-# ----------------------------------------------------------------------------------------------
-# Resources of one trial
-
-
-def trial_bundles(cfg: RunConfig) -> list[dict[str, float]]:
-    """The trial's placement group: the Tune function (empty head bundle), its driver (bundle
-    ``DRIVER_BUNDLE``), then every rollout and reward actor."""
-    bundles = [{}, {"CPU": cfg.tune.driver_num_cpus}]
-    for role in (cfg.resources.rollout, cfg.resources.reward):
-        demand = worker_demand(role)
-        # A role asking for nothing fits in any bundle; an empty bundle is not allowed.
-        bundles += [demand] * role.num_workers if demand else []
-    return bundles
-
-
-def trial_footprint(cfg: RunConfig) -> dict[str, float]:
-    """Everything one running trial holds: its placement group plus its learner group."""
-    total: dict[str, float] = {}
-    learners = cfg.resources.learner
-    for bundle in trial_bundles(cfg) + [worker_demand(learners)] * learners.num_workers:
-        for key, value in bundle.items():
-            total[key] = total.get(key, 0.0) + value
-    return total
-
-
-def _fmt(resources: dict[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
-
-
-def fitting_trials(probes: list[RunConfig], cluster: dict[str, float]) -> tuple[int, str]:
+def fitting_trials(probes: list[RLAFConfig], cluster: dict[str, float]) -> tuple[int, str]:
     """How many trials fit the cluster at once (the largest sampled footprint each, a CPU for Ray
     Data beside them), and a line saying why."""
     footprint: dict[str, float] = {}
@@ -106,12 +57,12 @@ def fitting_trials(probes: list[RunConfig], cluster: dict[str, float]) -> tuple[
     counts = [math.floor((cluster.get(k, 0.0) - headroom.get(k, 0.0)) / v + 1e-9)
               for k, v in footprint.items() if v > 0]
     n = max(min(counts), 0) if counts else 1
-    why = (f"one trial holds {_fmt(footprint)} (driver, rollout, reward, learners) and Ray Data needs "
-           f"{_fmt(headroom)} beside them; the cluster has {_fmt({k: cluster.get(k, 0.0) for k in footprint})}")
+    why = (f"one trial holds {format_resources(footprint)} (driver, rollout, reward, learners) and Ray Data needs "
+           f"{format_resources(headroom)} beside them; the cluster has {format_resources({k: cluster.get(k, 0.0) for k in footprint})}")
     return n, why
 
 
-def concurrency(cfg: RunConfig, probes: list[RunConfig], cluster: dict[str, float]) -> int:
+def concurrency(cfg: RLAFConfig, probes: list[RLAFConfig], cluster: dict[str, float]) -> int:
     n, why = fitting_trials(probes, cluster)
     wanted = cfg.tune.max_concurrent_trials
     autoscaling = cfg.run.resource_wait_s > 0
@@ -130,77 +81,7 @@ def concurrency(cfg: RunConfig, probes: list[RunConfig], cluster: dict[str, floa
     return wanted
 
 
-# ----------------------------------------------------------------------------------------------
-# One trial (runs in the trial's actor)
-
-
-def experiment_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.run.output_dir) / cfg.run.name
-
-
-def trial_config(base: dict, sampled: dict, trial_id: str) -> RunConfig:
-    """The base configuration with the trial's values; its run is ``<search dir>/<trial id>``
-    (Tune's trial directory too), its actors ``rlaf:<trial id>:rollout-0``, ..."""
-    exp = experiment_dir(from_dict(base))
-    overrides = {"run": {"name": trial_id, "output_dir": str(exp)},
-                 # The before/after report is for the run you keep: train the best config.
-                 "evaluation": {"after_train": False}}
-    return from_dict(merge(merge(base, sampled), overrides))
-
-
-class TrialDriver:
-    """The trial's ``train()`` driver, in the trial's driver bundle without placement-group
-    capture (see the module docstring)."""
-
-    def run(self, cfg: dict, callback, placement_group, prompts) -> str:
-        from rlaf_ray.train import train
-
-        return str(train(from_dict(cfg), callbacks=[callback], placement_group=placement_group,
-                         prompts=prompts))
-
-
-def run_trial(config: dict, base: dict, prompts=None) -> None:
-    """Tune function: one full PPO run whose per-iteration metrics are the trial's results."""
-    import ray
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(base, config, trial_id)
-    group = ray.util.get_current_placement_group()
-    driver = ray.remote(TrialDriver).options(
-        name=f"rlaf:{trial_id}:driver", num_cpus=cfg.tune.driver_num_cpus,
-        scheduling_strategy=PlacementGroupSchedulingStrategy(
-            group, placement_group_bundle_index=DRIVER_BUNDLE, placement_group_capture_child_tasks=False),
-    ).remote()
-    # Killed with this function's actor when Tune stops the trial (ASHA): the driver, its roles
-    # and its learners are owned by it and go with it.
-    ray.get(driver.run.remote(cfg.to_dict(), TuneReportCallback(), group, prompts))
-
-
-def _trial_dirname(trial) -> str:
-    return trial.trial_id
-
-
-def trainable(base: dict, prompts=None):
-    """``run_trial`` bound to the base config (and the shared prompts, if any), with each trial's
-    placement group."""
-    from ray import tune
-    from ray.tune.execution.placement_groups import PlacementGroupFactory
-
-    def resources(sampled: dict) -> PlacementGroupFactory:
-        # Per trial: a searched resources.* field changes what the trial reserves.
-        return PlacementGroupFactory(trial_bundles(from_dict(merge(base, sampled))), strategy="PACK")
-
-    return tune.with_resources(tune.with_parameters(run_trial, base=base, prompts=prompts), resources)
-
-
-# ----------------------------------------------------------------------------------------------
-# The search (driver)
-
-
-def shared_prompts(cfg: RunConfig, dims: list[Dimension]):
+def shared_prompts(cfg: RLAFConfig, dims: list[Dimension]):
     """The train split, loaded and cached in the object store once for all trials, unless a
     searched field changes it (data.*, model.*): then each trial loads its own."""
     if any(d.field.split(".")[0] in ("data", "model") for d in dims):
@@ -210,7 +91,7 @@ def shared_prompts(cfg: RunConfig, dims: list[Dimension]):
     return load_split(cfg.data, cfg.model, "train")
 
 
-def search_algorithm(cfg: RunConfig, max_concurrent: int):
+def search_algorithm(cfg: RLAFConfig, max_concurrent: int):
     """The searcher, limited to ``max_concurrent`` trials at once.
 
     Tune applies ``TuneConfig(max_concurrent_trials)`` by wrapping a ``Searcher`` in a
@@ -232,7 +113,7 @@ def search_algorithm(cfg: RunConfig, max_concurrent: int):
     return BasicVariantGenerator(random_state=t.seed, max_concurrent=max_concurrent)
 
 
-def scheduler(cfg: RunConfig, probes: list[RunConfig]):
+def scheduler(cfg: RLAFConfig, probes: list[RLAFConfig]):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     t = cfg.tune
@@ -259,7 +140,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_resume(cfg: RunConfig, exp: Path, resume: bool) -> None:
+def check_resume(cfg: RLAFConfig, exp: Path, resume: bool) -> None:
     """--resume needs the search, with the same configuration; without it, a search there is kept."""
     from ray import tune
 
@@ -277,14 +158,14 @@ def check_resume(cfg: RunConfig, exp: Path, resume: bool) -> None:
                                f"{changed[0]}; resume with the same config and overrides"])
 
 
-def tune_search(cfg: RunConfig, address: str | None = None, resume: bool = False) -> Path:
+def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Path:
     """Run (or with ``resume`` continue) the search; returns its directory with the summary."""
     import ray
     from ray import tune
 
     from rlaf_ray.placement import ensure_placement, ensure_shared_output
     from rlaf_ray.preflight import prepare
-    from rlaf_ray.tune_summary import summarize
+    from rlaf_ray.tune.summary import summarize
 
     # Every check that needs no Ray first: the search space, each sampled config, the metric.
     dims, probes = validate_search(cfg)
@@ -300,8 +181,7 @@ def tune_search(cfg: RunConfig, address: str | None = None, resume: bool = False
     ensure_shared_output(prepared.run.output_dir)
     max_concurrent = concurrency(prepared, probes, ray.cluster_resources())
 
-    base = prepared.to_dict()
-    run = trainable(base, shared_prompts(prepared, dims))
+    run = trainable(prepared, shared_prompts(prepared, dims))
     if resume:
         # Tune restores the trials and the searcher, not the scheduler (ray 2.60's
         # TuneController.save_to_dir saves trial, searcher and callback state only): ASHA's rungs
@@ -322,7 +202,7 @@ def tune_search(cfg: RunConfig, address: str | None = None, resume: bool = False
             tune_config=tune.TuneConfig(
                 metric=t.metric, mode=t.mode, num_samples=t.num_samples,
                 search_alg=search_algorithm(prepared, max_concurrent), scheduler=scheduler(prepared, probes),
-                trial_name_creator=_trial_dirname, trial_dirname_creator=_trial_dirname,
+                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(name=prepared.run.name, storage_path=prepared.run.output_dir),
         )

@@ -7,14 +7,13 @@ Tune left it, including trials a stopped driver never finished.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlaf_ray.config import RunConfig, TuneSettings, dump_yaml, from_dict, merge
-from rlaf_ray.tune_space import Dimension, flat_values, nested
+from rlaf_ray.config import RLAFConfig, TuneSettings, dump_yaml, from_dict, merge
+from rlaf_ray.tune.space import Dimension, flat_values, nested
 
 # Shown beside the searched metric, when it is not the metric itself.
 BESIDE = ("reward/mean", "kl/mean")
@@ -34,7 +33,7 @@ class TrialRow:
 
 def _status(tune_status: str, iterations: int, num_iterations: int, scheduler: str) -> str:
     # Tune marks a trial that ASHA stopped TERMINATED, as one that finished: its iteration count
-    # tells them apart (ASHA never stops a trial on its last iteration, see rlaf_ray.tune).
+    # tells them apart (ASHA never stops a trial on its last iteration, see rlaf_ray.tune.search).
     if tune_status == "ERROR":
         return "error"
     if tune_status != "TERMINATED":
@@ -53,7 +52,7 @@ def _adapter(trial_dir: Path) -> str:
     return str(checkpoints[-1]) if checkpoints else ""
 
 
-def collect(exp: Path, user_cfg: RunConfig, dims: list[Dimension]) -> list[TrialRow]:
+def collect(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[TrialRow]:
     from ray.tune import ExperimentAnalysis
 
     t = user_cfg.tune
@@ -87,13 +86,13 @@ def rank(rows: list[TrialRow], metric: str, mode: str) -> list[TrialRow]:
     return sorted(rows, key=key)
 
 
-def _columns(user_cfg: RunConfig, dims: list[Dimension]) -> list[str]:
+def _columns(user_cfg: RLAFConfig, dims: list[Dimension]) -> list[str]:
     metric = user_cfg.tune.metric
     return (["rank", "trial"] + [d.field for d in dims] + [metric] + [m for m in BESIDE if m != metric]
             + ["iterations", "status", "adapter"])
 
 
-def _cells(rank_: int, row: TrialRow, user_cfg: RunConfig, dims: list[Dimension]) -> list[Any]:
+def _cells(rank_: int, row: TrialRow, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[Any]:
     metric = user_cfg.tune.metric
     metrics = [row.metrics.get(m, "") for m in [metric] + [m for m in BESIDE if m != metric]]
     return ([rank_, row.trial_id] + [row.values[d.field] for d in dims] + metrics
@@ -106,16 +105,16 @@ def _md(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def best_config(user_cfg: RunConfig, best: TrialRow, search_name: str) -> RunConfig:
+def best_config(user_cfg: RLAFConfig, best: TrialRow, search_name: str) -> RLAFConfig:
     """The search's configuration with the best trial's values: a ``train`` config whose run is
     ``<search name>-best`` next to the search's directory."""
     data = merge(user_cfg.to_dict(), nested(best.values))
     data["run"]["name"] = f"{search_name}-best"
-    data["tune"] = dataclasses.asdict(TuneSettings())  # the search settings do not apply to train
+    data["tune"] = TuneSettings().model_dump()  # the search settings do not apply to train
     return from_dict(data)
 
 
-def summarize(exp: Path, user_cfg: RunConfig, dims: list[Dimension]) -> list[TrialRow]:
+def summarize(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[TrialRow]:
     """Write trials.csv, trials.md and (when a trial reported the metric) best_config.yaml."""
     t = user_cfg.tune
     rows = collect(exp, user_cfg, dims)

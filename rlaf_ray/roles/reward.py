@@ -1,4 +1,4 @@
-"""Reward: a sequence classifier's score for one label (default: ``nothate``), or any callable.
+"""Reward role: a sequence classifier's score for one label (default: ``nothate``), or any callable.
 
 ``RewardWorker`` is the Ray actor; the scorers are plain classes so they can be tested and reused
 (e.g. by evaluation) without Ray.
@@ -7,16 +7,15 @@
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from typing import Callable, Sequence
 
-import ray
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from rlaf_ray.config import ConfigError, RewardConfig, RunConfig, from_dict
-from rlaf_ray.memory import peak_memory_mib
+from rlaf_ray.config import ConfigError, RewardSettings
+from rlaf_ray.devices import default_device, peak_memory_mib
+from rlaf_ray.roles.actor import RoleActor
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
@@ -29,7 +28,7 @@ def label_index(id2label: dict, label: str, model_name: str) -> int:
     raise ConfigError([f"reward.label: {label!r} is not a label of {model_name!r}; its labels: {labels}"])
 
 
-def check_reward(cfg: RewardConfig) -> None:
+def check_reward(cfg: RewardSettings) -> None:
     """Before actors start: the classifier has the rewarded label (reads only its config)."""
     if cfg.callable is not None:
         return
@@ -45,7 +44,7 @@ def check_reward(cfg: RewardConfig) -> None:
 class ClassifierReward:
     """Scores texts with a sequence classifier: the rewarded label's logit or probability."""
 
-    def __init__(self, cfg: RewardConfig, device: str | torch.device = "cpu"):
+    def __init__(self, cfg: RewardSettings, device: str | torch.device = "cpu"):
         self.cfg = cfg
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path,
@@ -90,24 +89,18 @@ def load_callable(spec: str) -> RewardFn:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def make_reward_fn(cfg: RewardConfig, device: str | torch.device = "cpu") -> RewardFn:
+def make_reward_fn(cfg: RewardSettings, device: str | torch.device = "cpu") -> RewardFn:
     if cfg.callable is not None:
         return load_callable(cfg.callable)
     return ClassifierReward(cfg, device)
 
 
-class RewardWorker:
+class RewardWorker(RoleActor):
     """Ray actor: scores a rollout (passed as an ObjectRef straight from the rollout worker)."""
 
-    def __init__(self, config: dict, worker_index: int = 0):
-        cfg: RunConfig = from_dict(config)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.reward_fn = make_reward_fn(cfg.reward, device)
+    def __init__(self, reward: RewardSettings, worker_index: int = 0):
+        self.reward_fn = make_reward_fn(reward, default_device())
         self.worker_index = worker_index
-
-    def ready(self) -> dict:
-        """Where this actor runs (awaited once at start; also shows placement in tests)."""
-        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def score(self, rollout: dict) -> dict:
         start = time.perf_counter()

@@ -1,0 +1,141 @@
+"""The whole configuration of a run, its cross-section checks, and its paths made absolute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from rlaf_ray.config.data import DataSettings, is_local_path
+from rlaf_ray.config.errors import ConfigError, check_value, problems_from
+from rlaf_ray.config.evaluation import EvaluationSettings
+from rlaf_ray.config.fields import Section, leaf_fields
+from rlaf_ray.config.policy import (
+    TINY_PREFIX,
+    GenerationSettings,
+    LoraSettings,
+    ModelSettings,
+    RewardSettings,
+)
+from rlaf_ray.config.run import ResourcesSettings, RunSettings, TuneSettings
+from rlaf_ray.config.training import PPOSettings, SFTSettings
+
+# Every field naming a model: hub name, local directory or tiny offline model.
+MODEL_FIELDS = (("model", "name_or_path"), ("reward", "model_name_or_path"),
+                ("evaluation", "classifier"), ("evaluation", "holdout_classifier"),
+                ("evaluation", "perplexity_model"))
+
+
+def batch_divides(batch_size: int, num_minibatches: int, learners: int) -> str | None:
+    if batch_size % learners:
+        return (f"ppo.batch_size: {batch_size} does not divide across "
+                f"resources.learner.num_workers={learners} learners")
+    if (batch_size // learners) % num_minibatches:
+        return (f"ppo.batch_size: {batch_size // learners} prompts per learner "
+                f"({batch_size}/{learners}) do not divide into "
+                f"ppo.num_minibatches={num_minibatches} minibatches")
+    return None
+
+
+# Checks across sections, and the fields each reads: they run whenever those fields are valid,
+# even if others are not, so that every problem is reported at once.
+CROSS_SECTION_CHECKS = (
+    (batch_divides, ("ppo.batch_size", "ppo.num_minibatches", "resources.learner.num_workers")),
+)
+
+
+class RLAFConfig(Section):
+    """Everything a run needs (train, tune, sft, evaluation). YAML keys are the field names."""
+
+    model: ModelSettings = Field(default_factory=ModelSettings, description="The policy.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="The trained adapter.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Rollout sampling.")
+    reward: RewardSettings = Field(default_factory=RewardSettings, description="The reward.")
+    data: DataSettings = Field(default_factory=DataSettings, description="The prompts.")
+    ppo: PPOSettings = Field(default_factory=PPOSettings, description="PPO.")
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings, description="Toxicity meter.")
+    sft: SFTSettings = Field(default_factory=SFTSettings, description="Supervised baseline.")
+    resources: ResourcesSettings = Field(default_factory=ResourcesSettings, description="Ray resources per role.")
+    run: RunSettings = Field(default_factory=RunSettings, description="Run directory and checkpoints.")
+    tune: TuneSettings = Field(default_factory=TuneSettings, description="Ray Tune search.")
+
+    @model_validator(mode="after")
+    def _cross_section(self):
+        problems = [p for check, fields in CROSS_SECTION_CHECKS
+                    if (p := check(*(_get(self, f) for f in fields))) is not None]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, as in a YAML file (the Tune search merges dicts)."""
+        return self.model_dump(mode="python")
+
+    def replace(self, **sections: dict[str, Any]) -> "RLAFConfig":
+        """A copy with some fields of some sections changed: ``cfg.replace(run={"name": "x"})``."""
+        return self.model_copy(update={name: getattr(self, name).model_copy(update=values)
+                                       for name, values in sections.items()})
+
+
+def from_dict(data: Any) -> RLAFConfig:
+    """Validate a nested dict; every problem at once, one line each (``ConfigError``)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config: expected a mapping, got {data!r}"])
+    try:
+        return RLAFConfig.model_validate(data)
+    except ValidationError as err:
+        problems = problems_from(err, RLAFConfig)
+    problems += [p for p in _cross_section_problems(data) if p not in problems]
+    raise ConfigError(problems)
+
+
+def _get(tree: Any, dotted: str, default: Any = None) -> Any:
+    for part in dotted.split("."):
+        tree = tree.get(part, default) if isinstance(tree, dict) else getattr(tree, part, default)
+    return tree
+
+
+_MISSING = object()
+
+
+def _cross_section_problems(data: dict) -> list[str]:
+    """The cross-section checks whose own fields are valid, on a config that is not."""
+    fields, defaults, problems = leaf_fields(RLAFConfig), RLAFConfig(), []
+    for check, names in CROSS_SECTION_CHECKS:
+        try:
+            values = []
+            for name in names:
+                raw = _get(data, name, _MISSING)
+                values.append(_get(defaults, name) if raw is _MISSING else check_value(fields[name], raw, name))
+        except ValueError:
+            continue  # the field's own problem is already reported
+        problem = check(*values)
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def resolve_paths(c: RLAFConfig) -> RLAFConfig:
+    """Make file paths absolute: Ray Train workers run in another working directory."""
+    changes: dict[str, dict[str, Any]] = {
+        "run": {"output_dir": _absolute(c.run.output_dir), "cache_dir": _absolute(c.run.cache_dir)}}
+    if c.data.path is not None and is_local_path(c.data.path):
+        changes["data"] = {"path": _absolute(c.data.path)}
+    if c.lora.init_from is not None:
+        changes["lora"] = {"init_from": _absolute(c.lora.init_from)}
+    for section, attr in MODEL_FIELDS:
+        value = getattr(getattr(c, section), attr)
+        if value is not None and not value.startswith(TINY_PREFIX) and Path(value).expanduser().exists():
+            changes.setdefault(section, {})[attr] = _absolute(value)
+    return c.replace(**changes)

@@ -1,0 +1,257 @@
+"""Learner role: the PPO loop on every Ray Train rank, and what its checkpoints hold.
+
+The loop names the roles in order: ``generate`` (rollout actor) -> ``score`` (reward actor, fed
+the rollout's ObjectRef directly) -> ``update`` (local PPO step, gradients all-reduced by DDP)
+-> ``sync`` (rank 0 puts the adapter in the object store once; every rollout actor loads it).
+
+A checkpoint directory holds ``adapter/`` (a standard PEFT directory), ``value_head.safetensors``,
+``learner.pt`` (optimizer, KL controller, shuffling RNG) and ``state.json`` (iteration, data
+position, policy version).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import Checkpoint
+from ray.train.torch import prepare_model
+from safetensors.torch import load_file, save_file
+
+from rlaf_ray.config import RLAFConfig
+from rlaf_ray.devices import peak_memory_mib
+from rlaf_ray.models.policy import (
+    PolicyWithValueHead,
+    adapter_state_dict,
+    eos_token_id,
+    load_adapter_state,
+    load_policy,
+    load_tokenizer,
+    trainable_parameters,
+)
+from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.update import PPOLearner
+from rlaf_ray.run_log import RunLog
+from rlaf_ray.timing import timed
+
+
+@dataclass
+class LoopState:
+    iteration: int = 0  # PPO updates done; also the policy version
+    epoch: int = 0  # data epoch in progress
+    batches_in_epoch: int = 0  # batches of that epoch already consumed by each rank
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def learner_loop(loop_config: dict) -> None:
+    """Ray Train's per-rank function. ``loop_config``: the run's config, the role actors, and
+    the number of prompts (``num_prompts``)."""
+    cfg: RLAFConfig = loop_config["config"]
+    rollout_workers, reward_workers = loop_config["rollout"], loop_config["reward"]
+    rank = ray.train.get_context().get_world_rank()
+    rollout, reward = rollout_workers[rank % len(rollout_workers)], reward_workers[rank % len(reward_workers)]
+    learner, state = build_learner(cfg, rollout_workers)
+    batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.batch_size // learner.world,
+                             state, seed=cfg.data.seed * 7919 + rank)
+    while state.iteration < cfg.ppo.num_iterations:
+        timings: dict[str, float] = {}
+        with timed("iteration", timings):
+            state.epoch, state.batches_in_epoch, batch = next(batches)
+            with timed("rollout_wall", timings):
+                out, scored = generate_and_score(rollout, reward, batch, iteration_seed(cfg, state.iteration, rank))
+            if out["version"] != state.iteration:
+                raise RuntimeError(f"rollout used adapter version {out['version']}, expected {state.iteration}")
+            with timed("learn", timings):
+                metrics = learner.update(out, scored)
+            state.iteration += 1
+            with timed("sync", timings):
+                if rank == 0:
+                    sync_adapter(learner.inner.policy, rollout_workers, state.iteration)
+                barrier()
+        metrics.update(learner.iteration_metrics(cfg, state, out, scored, timings))
+        if learner.log is not None:
+            learner.log.write(state.iteration, metrics)
+        report(cfg, state, metrics, learner, rank)
+    if rank == 0:
+        save_adapter(learner.inner, cfg.run_dir / "final", learner.tokenizer)
+        learner.log.close()
+
+
+def generate_and_score(rollout, reward, batch: dict, seed: int) -> tuple[dict, dict]:
+    """generate -> score: the rollout goes to the reward actor as an ObjectRef."""
+    rollout_ref = rollout.generate.remote([str(p) for p in batch["prompt"]], seed)
+    return tuple(ray.get([rollout_ref, reward.score.remote(rollout_ref)]))
+
+
+def iteration_seed(cfg: RLAFConfig, iteration: int, rank: int) -> int:
+    return (cfg.ppo.seed * 1_000_003 + iteration * 1009 + rank) % (2**31)
+
+
+def prompt_batches(shard, batch_size: int, state: LoopState, seed: int):
+    """Yield ``(epoch, batches_done_in_epoch, batch)`` forever, starting at ``state``.
+
+    Together with the dataset's fixed order (``preserve_order``) and the seeded local shuffle,
+    ``state`` pins the exact prompts: a resumed run neither repeats nor skips any."""
+    epoch, skip = state.epoch, state.batches_in_epoch
+    while True:
+        produced = 0
+        batches = shard.iter_batches(batch_size=batch_size, drop_last=True, batch_format="numpy",
+                                     local_shuffle_buffer_size=batch_size * 4,
+                                     local_shuffle_seed=seed + epoch)
+        for index, batch in enumerate(batches):
+            produced += 1
+            if index < skip:
+                continue
+            yield epoch, index + 1, batch
+        if produced == 0:
+            raise RuntimeError(f"data: this learner's shard has fewer than {batch_size} prompts")
+        epoch, skip = epoch + 1, 0
+
+
+def sync_adapter(policy, rollout_workers: list, version: int) -> None:
+    """One ``ray.put`` of the LoRA tensors; every rollout actor loads the same object."""
+    ref = ray.put(adapter_state_dict(policy))
+    loaded = ray.get([w.load_adapter.remote(ref, version) for w in rollout_workers])
+    if loaded != [version] * len(rollout_workers):
+        raise RuntimeError(f"adapter sync: rollout workers report versions {loaded}, expected {version}")
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------------------------
+# What one rank holds
+
+
+@dataclass
+class Learner:
+    cfg: RLAFConfig
+    world: int
+    tokenizer: object
+    inner: PolicyWithValueHead  # the policy with its value head, outside DDP
+    model: torch.nn.Module  # DDP-wrapped when there are several ranks
+    ppo: PPOLearner
+    trainable: int
+    log: RunLog | None  # rank 0 only
+
+    def update(self, out: dict, scored: dict) -> dict[str, float]:
+        batch = collate(out["prompt_ids"], out["response_ids"], self.tokenizer.pad_token_id, self.ppo.device,
+                        self.inner.decoder_start_token_id)
+        return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
+
+    def iteration_metrics(self, cfg: RLAFConfig, state: LoopState, out: dict, scored: dict,
+                          timings: dict[str, float]) -> dict[str, float]:
+        return {
+            "time/generate": out["seconds"], "time/score": scored["seconds"], **timings,
+            "perf/samples_per_second": cfg.ppo.batch_size / timings["time/iteration"],
+            "policy/version": state.iteration, "data/epoch": state.epoch,
+            "params/trainable": self.trainable,
+            # GPU memory where there is a GPU, resident memory otherwise (this rank, its actors).
+            "memory/learner_peak_mib": peak_memory_mib(),
+            "memory/rollout_peak_mib": out["peak_memory_mib"],
+            "memory/reward_peak_mib": scored["peak_memory_mib"],
+        }
+
+
+def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, LoopState]:
+    """The policy with its value head under DDP, the PPO update, the state to start from (the
+    latest checkpoint's, if any); rank 0 sends that adapter to every rollout actor."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.ppo.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    device = ray.train.torch.get_device()
+    policy = load_policy(cfg.model, cfg.lora, device, for_training=True)
+    # Dropout off: old log-probs, reference and updates then see the same network.
+    disable_dropout_in_model(policy)
+    inner = PolicyWithValueHead(policy)
+    # The policy was loaded onto the device (a quantized one cannot be moved afterwards).
+    inner.value_head.to(device)
+    # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same
+    # frozen base, so only the trainable tensors need it (MBs of adapter, not GBs of base).
+    frozen = [name for name, p in inner.named_parameters() if not p.requires_grad]
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(inner, frozen)
+    model = prepare_model(inner, move_to_device=False)  # DDP when world > 1
+    ppo = PPOLearner(cfg.ppo, model, cfg.generation, eos_token_id(cfg.generation, tokenizer))
+    trainable, total = trainable_parameters(inner)
+
+    state = LoopState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(Path(directory), inner, ppo)
+    log = None
+    if rank == 0:
+        log = RunLog(cfg.run_dir, cfg.ppo.num_iterations, resume_from=state.iteration)
+        record_parameters(cfg, inner, trainable, total)
+        print(f"[rlaf] learners={world} trainable parameters (LoRA + value head) {trainable:,} of {total:,} "
+              f"({100 * trainable / total:.3f}%), {cfg.model.dtype} base, starting at iteration "
+              f"{state.iteration}", flush=True)
+        sync_adapter(policy, rollout_workers, state.iteration)
+    barrier()
+    return Learner(cfg, world, tokenizer, inner, model, ppo, trainable, log), state
+
+
+def record_parameters(cfg: RLAFConfig, inner: PolicyWithValueHead, trainable: int, total: int) -> None:
+    """``parameters.json`` in the run directory: what trains, out of how much."""
+    value_head = sum(p.numel() for p in inner.value_head.parameters())
+    (cfg.run_dir / "parameters.json").write_text(json.dumps({
+        "trainable": trainable, "total": total, "trainable_share": trainable / total,
+        "adapter": trainable - value_head, "value_head": value_head,
+        "architecture": type(inner.policy.get_base_model()).__name__, "seq2seq": inner.seq2seq,
+        "dtype": cfg.model.dtype, "lora_target_modules": sorted(inner.policy.peft_config["default"].target_modules),
+    }, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and the final adapter
+
+
+def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, rank: int) -> None:
+    """Report metrics to Ray Train (every rank: it is a barrier); rank 0 attaches checkpoints."""
+    due = state.iteration % cfg.run.checkpoint_every == 0 or state.iteration == cfg.ppo.num_iterations
+    metrics = {**metrics, "iteration": state.iteration}
+    if not due or rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_checkpoint(Path(directory), learner.inner, learner.ppo, state)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=f"checkpoint_{state.iteration:06d}")
+
+
+def save_adapter(model: PolicyWithValueHead, directory: Path, tokenizer=None) -> None:
+    model.policy.save_pretrained(directory / "adapter")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory / "adapter")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
+              str(directory / "value_head.safetensors"))
+
+
+def save_checkpoint(directory: Path, model: PolicyWithValueHead, learner: PPOLearner,
+                    state: LoopState) -> None:
+    save_adapter(model, directory)
+    torch.save(learner.state_dict(), directory / "learner.pt")
+    (directory / "state.json").write_text(json.dumps(asdict(state)))
+
+
+def load_checkpoint(directory: Path, model: PolicyWithValueHead, learner: PPOLearner) -> LoopState:
+    adapter = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
+    # save_pretrained drops the adapter name from the keys; set_peft_model_state_dict adds it back.
+    load_adapter_state(model.policy, adapter)
+    model.value_head.load_state_dict(load_file(str(directory / "value_head.safetensors")))
+    learner.load_state_dict(torch.load(directory / "learner.pt", weights_only=True))
+    return LoopState(**json.loads((directory / "state.json").read_text()))
