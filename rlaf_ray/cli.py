@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from rlaf_ray import __version__
 from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
+from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 TRAIN_EPILOG = """\
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detoxify language models with PPO from automatic feedback, distributed on Ray.",
     )
     parser.add_argument("--version", action="version", version=f"rlaf-ray {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show everything: Ray and Ray Data progress, library warnings, weight-loading bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     on_ray = _training_commands(commands) + _measuring_commands(commands)
     for sub in on_ray:
@@ -124,7 +128,9 @@ def _model_commands(commands) -> None:
     merge = commands.add_parser(
         "merge", help="fold a LoRA adapter into its base model (a standard from_pretrained directory)",
         description="merge_and_unload: the merged model and its tokenizer, saved as safetensors.")
-    merge.add_argument("--base", required=True, help="base model name or path")
+    merge.add_argument("--base", help="base model name, path or tiny:<name> (default: the one the adapter's "
+                                      "adapter_config.json names)")
+    merge.add_argument("--cache-dir", default="~/.cache/rlaf_ray", help="where tiny:<name> models are built and cached")
     merge.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. results/<run>/final/adapter)")
     merge.add_argument("--out", required=True, help="output directory")
     merge.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
@@ -179,13 +185,11 @@ def print_metrics(results: dict[str, dict]) -> None:
 
 def run_toxicity(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, toxicity_overrides(args) + args.overrides)
-    import ray
-
     from rlaf_ray.evaluation.meter import measure
     from rlaf_ray.preflight import prepare
 
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
-    ray.init(address=args.address)
+    init_ray(args.address)
     result = measure(cfg, str(Path(args.adapter).resolve()) if args.adapter else None, Path(args.out))
     print_metrics({"model": result.metrics})
     print(f"[rlaf] toxicity: {Path(args.out) / 'metrics.json'}, samples in {result.samples_path}")
@@ -196,24 +200,20 @@ def run_report(args: argparse.Namespace) -> None:
     if not (run_dir / "final" / "adapter").is_dir():
         raise ConfigError([f"--run {args.run!r}: no final/adapter in it; expected a finished train run"])
     cfg = load_config(run_dir / "config.yaml", args.overrides)
-    import ray
-
     from rlaf_ray.evaluation.report import write_report
     from rlaf_ray.preflight import prepare
 
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
-    ray.init()
+    init_ray()
     print_metrics(write_report(cfg, run_dir))
     print(f"[rlaf] report: {run_dir / 'report'}")
 
 
 def run_compare(args: argparse.Namespace) -> None:
-    import ray
-
     from rlaf_ray.evaluation.compare import compare
 
     out = Path(args.out)
-    ray.init()
+    init_ray()
     rows = compare([Path(r).resolve() for r in args.runs if r != "base"], out, args.overrides)
     print_metrics({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows})
     print(f"[rlaf] comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
@@ -221,11 +221,14 @@ def run_compare(args: argparse.Namespace) -> None:
 
 def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.config import ModelSettings
-    from rlaf_ray.export import merge
+    from rlaf_ray.export import adapter_base, merge
     from rlaf_ray.models.policy import auto_class
+    from rlaf_ray.models.tiny import resolve_model
 
-    model = ModelSettings(name_or_path=args.base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    out = merge(model, str(Path(args.adapter).resolve()), Path(args.out))
+    adapter = str(Path(args.adapter).resolve())
+    base = resolve_model(args.base or adapter_base(adapter), str(Path(args.cache_dir).expanduser()))
+    model = ModelSettings(name_or_path=base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    out = merge(model, adapter, Path(args.out))
     print(f"[rlaf] merged model in {out} ({auto_class(model).__name__}.from_pretrained({str(out)!r}))")
 
 
@@ -272,6 +275,9 @@ def run_config(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read here and, through the environment, by local Ray workers
+    quiet_process()
     try:
         if args.command == "config":
             run_config(args)

@@ -26,14 +26,29 @@ from rlaf_ray.models.policy import (
 from rlaf_ray.roles.rollout import hf_generation_config, sample_max_new_tokens
 
 
+def check_adapter(adapter: str) -> None:
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError([f"--adapter {adapter!r}: no adapter_config.json in it; expected a PEFT adapter directory"])
+
+
+def adapter_base(adapter: str) -> str:
+    """The base model an adapter was trained on, as its own ``adapter_config.json`` names it."""
+    from peft import PeftConfig
+
+    check_adapter(adapter)
+    base = PeftConfig.from_pretrained(adapter).base_model_name_or_path
+    if not base:
+        raise ConfigError([f"--adapter {adapter!r}: its adapter_config.json names no base model; give --base"])
+    return base
+
+
 def load_with_adapter(model: ModelSettings, adapter: str | None, device: torch.device | str = "cpu"):
     net = load_base_model(model, device)
     if adapter is None:
         return net
     from peft import PeftModel
 
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise ConfigError([f"--adapter {adapter!r}: no adapter_config.json in it; expected a PEFT adapter directory"])
+    check_adapter(adapter)
     return PeftModel.from_pretrained(net, adapter)
 
 
@@ -42,6 +57,7 @@ def merge(model: ModelSettings, adapter: str, out_dir: Path) -> Path:
     if model.dtype not in DTYPES:
         raise ConfigError([f"model.dtype: {model.dtype!r}; merge into a float base (fp32, bf16 or fp16): "
                            "LoRA weights folded into quantized weights would be rounded away"])
+    check_adapter(adapter)
     merged = load_with_adapter(model, adapter).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)

@@ -21,6 +21,7 @@ class RunLog:
     def __init__(self, run_dir: Path, total_iterations: int, resume_from: int = 0):
         self.path = run_dir / "metrics.jsonl"
         self.total = total_iterations
+        self.seconds: list[float] = []  # per iteration, for the ETA
         run_dir.mkdir(parents=True, exist_ok=True)
         self._truncate_after(resume_from)
         try:
@@ -48,7 +49,13 @@ class RunLog:
                     self.tb.add_scalar(key, value, iteration)
             self.tb.flush()
         parts = [fmt.format(metrics[k]) for k, fmt in CONSOLE_KEYS if k in metrics]
-        print(f"[rlaf] iter {iteration}/{self.total} " + "  ".join(parts), file=sys.stdout, flush=True)
+        if "time/iteration" in metrics:
+            self.seconds.append(metrics["time/iteration"])
+            left = (self.total - iteration) * sum(self.seconds) / len(self.seconds)
+            parts.append(f"ETA {int(left // 60)}:{int(left % 60):02d}")
+        # sys.__stdout__: under Ray Train, print() to sys.stdout is also copied into a logger,
+        # and the line would reach the console twice.
+        print(f"[rlaf] iter {iteration}/{self.total} " + "  ".join(parts), file=sys.__stdout__, flush=True)
 
     def close(self) -> None:
         if self.tb is not None:

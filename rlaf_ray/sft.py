@@ -11,6 +11,7 @@ adapter in ``<run>/final/adapter``, like ``train``, so the two compare on equal 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml
+from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, load_split
 from rlaf_ray.devices import default_device
 from rlaf_ray.models.policy import (
@@ -117,7 +119,7 @@ def sft_loop(loop_config: dict) -> None:
                        "log_history": trainer.state.log_history}
             (run_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
             print(f"[rlaf] sft: held-out loss {initial if initial is not None else 'n/a'} -> {final:.4f}",
-                  flush=True)
+                  file=sys.__stdout__, flush=True)
 
 
 def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
@@ -126,8 +128,7 @@ def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
     if is_seq2seq(cfg.model):
         raise ConfigError([f"model.name_or_path: {cfg.model.name_or_path!r} is a seq2seq (encoder-decoder) "
                            "model; the SFT baseline uses TRL's SFTTrainer, which trains causal LMs only"])
-    if not ray.is_initialized():
-        ray.init(address=address)
+    init_ray(address)
     ensure_placement(cfg, roles=("learner",))
     ensure_shared_output(cfg.run.output_dir)
     splits = {"train": load_split(cfg.data, cfg.model, "train"),
@@ -145,7 +146,7 @@ def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
         run_config=ray.train.RunConfig(
             name=cfg.run.name, storage_path=cfg.run.output_dir,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures)),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging()),
         datasets={"train": splits["train"].dataset, "eval": splits["eval"].dataset},
         # Each learner takes its share of train; every learner scores the whole held-out split.
         dataset_config=DataConfig(datasets_to_split=["train"]),

@@ -19,6 +19,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources, dump_yaml
+from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, get_source, load_split
 from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
 from rlaf_ray.preflight import prepare
@@ -105,8 +106,7 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
     # every check that needs no actor, before Ray starts
     cfg = prepare(cfg, ("train", cfg.evaluation.split) if evaluate_after else ("train",),
                   evaluation=evaluate_after)
-    if not ray.is_initialized():
-        ray.init(address=address)
+    init_ray(address)
     ensure_placement(cfg)
     ensure_shared_output(cfg.run.output_dir)
     if prompts is None:
@@ -129,7 +129,7 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
                 name=cfg.run.name,
                 storage_path=cfg.run.output_dir,
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-                failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
                 callbacks=list(callbacks or []),
             ),
             datasets={"train": prompts.dataset},

@@ -1,4 +1,9 @@
-"""Shared fixtures: offline environment, tiny models built once per session, one Ray per module."""
+"""Shared fixtures: offline environment, tiny models built once per session, one Ray per session.
+
+The lanes are the folders: ``unit`` (no Ray, no model building; seconds), ``models`` (tiny models,
+no Ray), ``ray`` (roles, data and placement on a local Ray), ``e2e`` (whole runs). Each test is
+marked with its lane, so ``-m unit`` and ``tests/unit`` select the same tests.
+"""
 
 from __future__ import annotations
 
@@ -40,12 +45,41 @@ def classifier_path(tiny_cache) -> str:
     return resolve_model("tiny:roberta-classifier", tiny_cache)
 
 
+LANES = ("unit", "models", "ray", "e2e")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        lane = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
+        if lane in LANES:
+            item.add_marker(lane)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
+    """The session's local Ray instance, started on first use and kept for the next modules. A
+    module whose tests need Ray to themselves (another cluster, ``ray job submit``) shuts it down
+    (``no_ray``); the next module that uses it starts it again."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
     yield ray
+
+
+@pytest.fixture
+def no_ray():
+    import ray
+
+    ray.shutdown()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_ray_at_exit():
+    yield
+    import ray
+
     ray.shutdown()
 
 
@@ -69,3 +103,50 @@ def base_config(policy_path: str, classifier_path: str, tmp_path: Path, **sectio
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
     return config
+
+
+# Names that validate as configuration but are never built: for tests that stop before any model loads.
+UNBUILT_POLICY, UNBUILT_CLASSIFIER = "tiny:llama", "tiny:roberta-classifier"
+
+# The Tune search the tune tests share: lora.r as a grid started in order, a few iterations each.
+RANKS = [16, 8, 4]
+ITERATIONS = 4
+
+
+def search_config(policy_path: str, classifier_path: str, tmp_path: Path, **tune) -> dict:
+    # Fractional CPUs: one trial holds 0.5 (driver 0.05, rollout, reward and learner 0.15 each),
+    # so two fit on 2 CPUs beside the CPU Ray Data's tasks may need.
+    config = base_config(
+        policy_path, classifier_path, tmp_path,
+        reward={"callable": "tests.rewards:prefers_and"},
+        generation={"max_new_tokens": 6},
+        data={"shuffle": False},  # no sort: a faster prompt pipeline
+        ppo={"num_iterations": ITERATIONS, "batch_size": 4, "num_minibatches": 1, "ppo_epochs": 1},
+        resources={"learner": {"num_workers": 1, "num_cpus": 0.15},
+                   "rollout": {"num_workers": 1, "num_cpus": 0.15},
+                   "reward": {"num_workers": 1, "num_cpus": 0.15}},
+        run={"name": "search", "checkpoint_every": 1},
+    )
+    config["tune"] = {
+        "search_space": {"lora.r": {"grid": RANKS}, "ppo.learning_rate": {"loguniform": [1e-4, 1e-2]}},
+        "num_samples": 1, "metric": "params/trainable", "mode": "max",
+        "grace_period": 1, "reduction_factor": 2, "driver_num_cpus": 0.05, **tune,
+    }
+    return config
+
+
+def trained_adapter(policy_path, directory) -> str:
+    """A LoRA adapter with non-zero weights (B starts at zero: perturb it so merging matters)."""
+    import torch
+
+    from rlaf_ray.config import LoraSettings, ModelSettings
+    from rlaf_ray.models.policy import load_policy
+
+    torch.manual_seed(0)
+    policy = load_policy(ModelSettings(name_or_path=policy_path), LoraSettings(target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    policy.save_pretrained(directory)
+    return str(directory)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,23 @@ def read_rows(location: str, split_name: str, cfg: DataSettings) -> ray.data.Dat
     path = file_for_split(location, split_name)
     local_columns(path)  # a clear error for a missing or malformed file
     suffix = Path(path).suffix.lower()
+    options = {"num_cpus": cfg.num_cpus_per_task, "override_num_blocks": block_count(path)}
     if suffix == ".parquet":
-        return ray.data.read_parquet(path, num_cpus=cfg.num_cpus_per_task)
+        return ray.data.read_parquet(path, **options)
     if suffix == ".csv":
-        return ray.data.read_csv(path, num_cpus=cfg.num_cpus_per_task)
-    return ray.data.read_json(path, lines=True, num_cpus=cfg.num_cpus_per_task)
+        return ray.data.read_csv(path, **options)
+    return ray.data.read_json(path, lines=True, **options)
+
+
+# Rows per block for local files, in bytes of file. Ray Data splits a one-file read into blocks
+# for parallelism; every block is a task in every later stage, and on a small machine each new
+# task may start a worker process (seconds of imports). A prompt file of a few thousand rows is
+# one block; larger files get one block per BLOCK_BYTES.
+BLOCK_BYTES = 16 * 2**20
+
+
+def block_count(path: str) -> int:
+    return max(1, math.ceil(Path(path).stat().st_size / BLOCK_BYTES))
 
 
 def read_hub(name: str, split_name: str) -> ray.data.Dataset:

@@ -12,6 +12,7 @@ position, policy version).
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -199,7 +200,7 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
         record_parameters(cfg, inner, trainable, total)
         print(f"[rlaf] learners={world} trainable parameters (LoRA + value head) {trainable:,} of {total:,} "
               f"({100 * trainable / total:.3f}%), {cfg.model.dtype} base, starting at iteration "
-              f"{state.iteration}", flush=True)
+              f"{state.iteration}", file=sys.__stdout__, flush=True)  # once, not also via Train's logger
         sync_adapter(policy, rollout_workers, state.iteration)
     barrier()
     return Learner(cfg, world, tokenizer, inner, model, ppo, trainable, log), state

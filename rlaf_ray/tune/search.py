@@ -163,6 +163,7 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
     import ray
     from ray import tune
 
+    from rlaf_ray.console import init_ray
     from rlaf_ray.placement import ensure_placement, ensure_shared_output
     from rlaf_ray.preflight import prepare
     from rlaf_ray.tune.summary import summarize
@@ -174,8 +175,7 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
     exp = experiment_dir(prepared)
     check_resume(cfg, exp, resume)
 
-    if not ray.is_initialized():
-        ray.init(address=address)
+    init_ray(address)
     for probe in probes:
         ensure_placement(probe)
     ensure_shared_output(prepared.run.output_dir)

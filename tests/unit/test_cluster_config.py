@@ -1,14 +1,13 @@
-"""Cluster paths: fast failure on resources no node has, and the launcher's schema for cluster.yaml."""
+"""cluster.yaml against the launcher's schema; which roles fit which nodes (no Ray)."""
 
 from __future__ import annotations
 
 import pytest
-import ray
 import yaml
 
-from rlaf_ray.config import ConfigError, from_dict
+from rlaf_ray.config import from_dict
 from rlaf_ray.placement import placement_problems
-from tests.conftest import REPO, base_config
+from tests.conftest import REPO, UNBUILT_CLASSIFIER, UNBUILT_POLICY, base_config
 
 
 def test_cluster_yaml_validates_against_the_launcher_schema():
@@ -28,27 +27,16 @@ def test_cluster_yaml_validates_against_the_launcher_schema():
         validate_config(prepare_config(config))
 
 
-def test_placement_problems_name_the_role_and_resources(policy_path, classifier_path, tmp_path):
-    cfg = from_dict(base_config(policy_path, classifier_path, tmp_path,
+def test_placement_problems_name_the_role_and_resources(tmp_path):
+    cfg = from_dict(base_config(UNBUILT_POLICY, UNBUILT_CLASSIFIER, tmp_path,
                                 resources={"rollout": {"num_workers": 1, "num_cpus": 1, "num_gpus": 1,
                                                        "resources": {"inference_node": 0.01}}}))
     nodes = [{"CPU": 2.0, "memory": 1e9, "node:127.0.0.1": 1.0}]
     assert placement_problems(cfg, nodes) == [
         "resources.rollout: no node can host one rollout worker with {CPU: 1, GPU: 1, inference_node: 0.01}; "
         "the nodes offer {CPU: 2}"]
-    fits_each_but_not_all = from_dict(base_config(policy_path, classifier_path, tmp_path,
+    fits_each_but_not_all = from_dict(base_config(UNBUILT_POLICY, UNBUILT_CLASSIFIER, tmp_path,
                                                   resources={"learner": {"num_workers": 2, "num_cpus": 1.5}}))
     assert placement_problems(fits_each_but_not_all, nodes) == [
         "resources: the roles need {CPU: 3.5} in total, more than the cluster's {CPU: 2}"]
-    assert placement_problems(from_dict(base_config(policy_path, classifier_path, tmp_path)), nodes) == []
-
-
-def test_unsatisfiable_job_fails_fast_before_any_actor(ray_local, policy_path, classifier_path, tmp_path):
-    from rlaf_ray.train import train
-
-    config = base_config(policy_path, classifier_path, tmp_path,
-                         resources={"reward": {"num_workers": 1, "num_cpus": 0.25, "num_gpus": 1}})
-    with pytest.raises(ConfigError, match=r"^resources.reward: no node can host one reward worker with "
-                                          r"\{CPU: 0.25, GPU: 1\}"):
-        train(from_dict(config))
-    assert not [a for a in ray.util.list_named_actors() if a.startswith("rlaf:")]
+    assert placement_problems(from_dict(base_config(UNBUILT_POLICY, UNBUILT_CLASSIFIER, tmp_path)), nodes) == []

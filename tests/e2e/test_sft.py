@@ -1,52 +1,18 @@
-"""The supervised baseline: reply-only loss, held-out loss goes down on Ray Train, the
-comparison table, and the missing-reference error."""
+"""The supervised baseline lowers the held-out loss on Ray Train; the comparison with RL."""
 
 from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from rlaf_ray.config import ConfigError, from_dict
+from rlaf_ray.config import from_dict
 from tests.conftest import DATA, base_config
 
 DIALOCONAN = {"source": "dialoconan", "path": str(DATA / "dialoconan_sample.jsonl"), "min_chars": 0,
               "max_chars": None, "eval_fraction": 0.2, "test_fraction": 0.2}
-
-
-def test_prompt_tokens_carry_no_loss(policy_path, classifier_path, tmp_path):
-    from rlaf_ray.sft import build_sft_trainer
-
-    cfg = from_dict(base_config(policy_path, classifier_path, tmp_path))
-    rows = pd.DataFrame({"prompt": ["#Person1#: Hello there, how are you.\n#Person2#:", "#Person1#: Hi.\n#Person2#:"],
-                         "reference": [" Fine, thanks.", " Good morning to you, friend."]})
-    trainer = build_sft_trainer(cfg, rows, rows, str(tmp_path / "scratch"))
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    tokenizer = AutoTokenizer.from_pretrained(policy_path)
-    for i, (prompt, reply) in enumerate(zip(rows["prompt"], rows["reference"])):
-        n_prompt = len(tokenizer(prompt)["input_ids"])
-        n_reply = len(tokenizer(prompt + reply)["input_ids"]) - n_prompt
-        labels, ids = batch["labels"][i].tolist(), batch["input_ids"][i].tolist()
-        assert labels[:n_prompt] == [-100] * n_prompt  # the prompt: no loss
-        reply_labels = labels[n_prompt:n_prompt + n_reply]
-        assert reply_labels == ids[n_prompt:n_prompt + n_reply] and -100 not in reply_labels
-
-
-def test_missing_references_name_the_column(ray_local, policy_path, classifier_path, tmp_path):
-    from rlaf_ray.sft import sft
-
-    config = base_config(policy_path, classifier_path, tmp_path, data={
-        "source": "files", "path": str(DATA / "prompts_sample.csv"), "text_column": "question",
-        "min_chars": 0, "max_chars": None, "eval_fraction": 0.25})
-    with pytest.raises(ConfigError) as err:
-        sft(from_dict(config))
-    message = str(err.value)
-    assert message.startswith("sft: no reference replies in the 'train' split of data.path")
-    assert "set data.reference_column to the column holding the replies" in message
-    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow

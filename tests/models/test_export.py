@@ -7,31 +7,22 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from rlaf_ray.config import GenerationSettings, LoraSettings, ModelSettings
 from rlaf_ray.models.policy import load_policy
-from tests.conftest import REPO
+from tests.conftest import REPO, trained_adapter
 
 
-def trained_adapter(policy_path, directory) -> str:
-    """A LoRA adapter with non-zero weights (B starts at zero: perturb it so merging matters)."""
-    torch.manual_seed(0)
-    policy = load_policy(ModelSettings(name_or_path=policy_path), LoraSettings(target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in policy.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.05)
-    policy.save_pretrained(directory)
-    return str(directory)
-
-
-def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path):
+@pytest.mark.parametrize("base_given", [True, False], ids=["--base", "base-from-adapter-config"])
+def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path, base_given):
     adapter = trained_adapter(policy_path, tmp_path / "adapter")
     out = tmp_path / "merged"
-    result = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", policy_path, "--adapter", adapter,
+    base_args = ["--base", policy_path] if base_given else []  # else: the adapter's own config names it
+    result = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", *base_args, "--adapter", adapter,
                              "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -45,6 +36,27 @@ def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path):
         merged = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
     assert not torch.allclose(plain, with_adapter, atol=1e-3)  # the adapter changes the model
     assert torch.allclose(merged, with_adapter, atol=1e-4)
+
+
+def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_cache):
+    cache = ["--cache-dir", str(tiny_cache)]
+    missing = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", "tiny:llama", *cache,
+                              "--adapter", str(tmp_path / "no-adapter"), "--out", str(tmp_path / "x")],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == (
+        f"rlaf-ray: error: --adapter '{tmp_path / 'no-adapter'}': no adapter_config.json in it; "
+        "expected a PEFT adapter directory")
+    assert not (tmp_path / "x").exists()
+
+    from rlaf_ray.models.tiny import resolve_model
+
+    adapter = trained_adapter(resolve_model("tiny:llama", tiny_cache), tmp_path / "adapter")
+    merged = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", "tiny:llama", *cache,
+                             "--adapter", adapter, "--out", str(tmp_path / "merged")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    assert list((tmp_path / "merged").glob("*.safetensors"))
 
 
 def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_path):

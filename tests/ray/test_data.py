@@ -137,10 +137,6 @@ def test_prompt_token_limit_truncates_from_the_left_or_drops(ray_local, policy_p
         assert {r["id"] for r in got} == {r["id"] for r in full} - long
 
 
-# ------------------------------------------------------------------------------------------------
-# Bad input: one clear line, before any actor starts
-
-
 def test_missing_file_and_missing_column(tmp_path):
     with pytest.raises(ConfigError, match=r"data.path '.*nothere.jsonl': file not found"):
         check_data(DataSettings(source="files", path=str(tmp_path / "nothere.jsonl")))

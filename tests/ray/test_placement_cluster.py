@@ -21,7 +21,7 @@ def learner_nodes(config: dict) -> None:
 
 
 @pytest.fixture
-def two_node_cluster():
+def two_node_cluster(no_ray):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

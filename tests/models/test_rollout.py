@@ -5,7 +5,7 @@ import torch
 
 from rlaf_ray.config import from_dict
 from rlaf_ray.models.policy import adapter_state_dict
-from rlaf_ray.roles.rollout import RolloutWorker, sample_max_new_tokens
+from rlaf_ray.roles.rollout import RolloutWorker
 
 PROMPTS = ["#Person1#: Hello, how are you?", "Summarize the following conversation.",
            "#Person2#: I want to book a train ticket to the coast for Saturday, please."]
@@ -14,12 +14,6 @@ PROMPTS = ["#Person1#: Hello, how are you?", "Summarize the following conversati
 def make_worker(policy_path, **generation):
     cfg = from_dict({"model": {"name_or_path": policy_path}, "generation": generation})
     return RolloutWorker(cfg.model, cfg.lora, cfg.generation)
-
-
-def test_length_range_sampled_per_batch():
-    draws = {sample_max_new_tokens([3, 6], seed) for seed in range(200)}
-    assert draws == {3, 4, 5, 6}
-    assert sample_max_new_tokens(7, 123) == 7
 
 
 def test_batched_generation_respects_lengths(policy_path):

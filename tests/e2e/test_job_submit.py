@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
@@ -21,10 +22,14 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_submitted_train_job_succeeds_and_writes_its_outputs(tmp_path, tiny_cache):
+def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, tiny_cache, monkeypatch):
     import ray
 
     assert not ray.is_initialized()  # this test owns the machine's Ray
+    # Token authentication on, as cluster.yaml has it: the head, the jobs CLI and the client share
+    # one token (from the environment, so no token file of the machine is read or written).
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     port, dashboard = free_port(), free_port()
     subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
@@ -48,15 +53,20 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(tmp_path, tiny_cach
             check=True, env=env, capture_output=True, text=True, timeout=300)
         job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
 
-        from ray.job_submission import JobStatus, JobSubmissionClient
+        # The jobs CLI with the cluster's token (Ray reads the auth mode once per process, so the
+        # CLI, not an in-process client, speaks for the user here).
+        def jobs(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["ray", "job", *args, "--address", address], env={**env, **extra_env},
+                                  capture_output=True, text=True, timeout=120)
 
-        client = JobSubmissionClient(address)
+        stranger = jobs("list", RAY_AUTH_TOKEN="not-the-token")
+        assert stranger.returncode != 0 and "authentication token is invalid" in stranger.stdout + stranger.stderr
         deadline = time.monotonic() + 600
-        while client.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        while (status := jobs("status", job_id).stdout) and not re.search(r"succeeded|failed|stopped", status, re.I):
             assert time.monotonic() < deadline, "job did not finish in 10 minutes"
             time.sleep(5)
-        status, logs = client.get_job_status(job_id), client.get_job_logs(job_id)
-        assert status == JobStatus.SUCCEEDED, logs[-3000:]
+        logs = jobs("logs", job_id).stdout
+        assert re.search(rf"Job '{job_id}' succeeded", status), logs[-3000:]
         assert "[rlaf] done: adapter in" in logs
 
         run_dir = results / "submitted"

@@ -31,6 +31,7 @@ from rlaf_ray.roles.rollout import RolloutWorker
 
 PROMPTS = ["#Person1#: Hello, how are you today?", "Summarize the following conversation.",
            "#Person2#: I want to book a train ticket.", "#Person1#: Thanks, see you tomorrow."]
+
 # family -> (tiny model, the layer names peft adapts by default)
 FAMILIES = {
     "gpt2": ("tiny:gpt2", {"c_attn"}),

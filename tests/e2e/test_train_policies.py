@@ -16,8 +16,7 @@ from rlaf_ray.config import from_dict
 from rlaf_ray.models.tiny import resolve_model
 from rlaf_ray.run_log import read_metrics
 from rlaf_ray.train import train
-from tests.conftest import base_config
-from tests.test_export import trained_adapter
+from tests.conftest import base_config, trained_adapter
 
 
 def finished(run_dir, iterations: int) -> list[dict]:

@@ -1,0 +1,55 @@
+"""The toxicity meter's scorers on tiny models: perplexity by hand, the local evaluate module."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlaf_ray.config import RewardSettings, from_dict
+from tests.conftest import base_config
+
+
+def meter_config(policy_path, classifier_path, tmp_path, path, **evaluation):
+    return from_dict(base_config(
+        policy_path, classifier_path, tmp_path,
+        data={"source": "files", "path": str(path), "text_column": "text", "min_chars": 0, "max_chars": None},
+        evaluation={"split": "train", "max_prompts": 6, "samples_per_prompt": 4, "max_new_tokens": 8,
+                    "num_cpus_per_actor": 0.25, "prompts_per_batch": 2, **evaluation}))
+
+
+def test_perplexity_of_continuation_given_prompt(policy_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlaf_ray.config import ModelSettings
+    from rlaf_ray.evaluation.meter import ScorePerplexity
+
+    scorer = ScorePerplexity(ModelSettings(name_or_path=policy_path))
+    prompt, continuation = "#Person1#: Hello how are you.\n#Person2#:", " Fine thanks for the coffee."
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    model = AutoModelForCausalLM.from_pretrained(policy_path).eval()
+    p_ids = tokenizer(prompt)["input_ids"]
+    c_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([p_ids + c_ids])).logits[0], -1)
+    nll = [-logp[len(p_ids) + i - 1, tok].item() for i, tok in enumerate(c_ids)]
+    expected = math.exp(sum(nll) / len(nll))
+    assert scorer.perplexities(prompt, [continuation]) == [pytest.approx(expected, rel=1e-4)]
+    assert math.isnan(scorer.perplexities(prompt, [""])[0])
+
+
+def test_evaluate_module_loads_locally(classifier_path):
+    import evaluate
+
+    from rlaf_ray.evaluation import TOXICITY_MODULE
+    from rlaf_ray.roles.reward import ClassifierReward
+
+    toxicity = evaluate.load(TOXICITY_MODULE, classifier_path, module_type="measurement")
+    texts = ["you are terrible and dumb", "thanks for the lovely dinner", "hello how are you"]
+    scores = toxicity.compute(predictions=texts)["toxicity"]
+    hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate", score="probability"))
+    assert scores == pytest.approx(hate([], texts), abs=1e-6)
+    assert scores[0] > 0.5 > scores[1]
+    assert toxicity.compute(predictions=texts, aggregation="maximum")["max_toxicity"] == pytest.approx(max(scores))
+    assert toxicity.compute(predictions=texts, aggregation="ratio")["toxicity_ratio"] == pytest.approx(1 / 3)
