@@ -41,11 +41,23 @@ def quiet_process() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_ray_library_lines()
     if "transformers" in sys.modules:  # imported before the environment above was set
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+
+
+def _quiet_ray_library_lines() -> None:
+    import ray
+
+    # Ray Train 2.60 logs "Reporting training result ..." (every report, all metrics) through a
+    # logger named after its source file, which Train's own log level does not reach.
+    context = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution", "context.py")
+    logging.getLogger(context).setLevel(logging.WARNING)
+    # Said once per process: that the progress bars are off, which is what we asked for.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _job_sets(key: str) -> bool:

@@ -20,7 +20,14 @@ import ray.data
 
 from rlaf_ray.config import ConfigError, DataSettings, ModelSettings, is_local_path
 from rlaf_ray.data import dialoconan, dialogsum, files, real_toxicity_prompts
-from rlaf_ray.data.source import PromptSource, block_count, check_columns, file_for_split, read_rows
+from rlaf_ray.data.source import (
+    PromptSource,
+    check_columns,
+    file_for_split,
+    fits_one_block,
+    read_rows,
+    sort_rows,
+)
 from rlaf_ray.data.tokens import limit_prompt_tokens
 
 SOURCES: dict[str, PromptSource] = {
@@ -93,24 +100,6 @@ def _add_shuffle_key(batch: pd.DataFrame, seed: int) -> pd.DataFrame:
     return batch.assign(shuffle_key=keys)
 
 
-def _sorted_batch(batch: pd.DataFrame, key: str) -> pd.DataFrame:
-    return batch.sort_values(key, kind="stable")
-
-
-def sort_rows(ds: ray.data.Dataset, key: str, in_one_task: bool, remote: dict) -> ray.data.Dataset:
-    """``ds`` sorted by ``key``. Ray Data's distributed sort samples boundaries and shuffles
-    between tasks: seconds even for a few hundred rows. A split small enough for one block is
-    sorted in one task instead, into the same order (the keys are unique hashes)."""
-    if not in_one_task:
-        return ds.sort(key)
-    return ds.repartition(1).map_batches(_sorted_batch, fn_kwargs={"key": key}, batch_size=None,
-                                         batch_format="pandas", **remote)
-
-
-def fits_one_block(location: str, split_name: str) -> bool:
-    return is_local_path(location) and block_count(file_for_split(location, split_name)) == 1
-
-
 @dataclass
 class PromptSplit:
     name: str
@@ -138,7 +127,8 @@ def load_split(cfg: DataSettings, model: ModelSettings, split: str = "train") ->
     # The same rows in the same order on every run (inherited by every stage below): caps,
     # held-out prompts, shard contents and resumed data positions depend on it.
     raw.context.execution_options.preserve_order = True
-    ds = source.to_prompts(raw, cfg)
+    in_one_task = fits_one_block(location, raw_split_name(cfg, split))
+    ds = source.to_prompts(raw, cfg, in_one_task)
     remote = {"num_cpus": cfg.num_cpus_per_task}
     if carved(cfg):
         ds = ds.map_batches(_keep_carved, fn_kwargs={"cfg": cfg, "split": split},
@@ -147,8 +137,7 @@ def load_split(cfg: DataSettings, model: ModelSettings, split: str = "train") ->
         # A seeded shuffle that depends on the rows only, not on how they fall into blocks:
         # sort by a hash of (seed, id, prompt).
         keyed = ds.map_batches(_add_shuffle_key, fn_kwargs={"seed": cfg.seed}, batch_format="pandas", **remote)
-        ds = sort_rows(keyed, "shuffle_key", in_one_task=fits_one_block(location, raw_split_name(cfg, split)),
-                       remote=remote)
+        ds = sort_rows(keyed, "shuffle_key", in_one_task, cfg.num_cpus_per_task)
     if split in cfg.max_rows:
         ds = ds.limit(cfg.max_rows[split])
     flagged = ds.map_batches(limit_prompt_tokens, fn_kwargs={"model": model}, batch_format="pandas",

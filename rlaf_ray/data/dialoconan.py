@@ -14,7 +14,7 @@ import ray.data
 from ray.data.context import ShuffleStrategy
 
 from rlaf_ray.config import DataSettings
-from rlaf_ray.data.source import PromptSource
+from rlaf_ray.data.source import PromptSource, sort_rows
 from rlaf_ray.data.text import within_length
 
 SPEAKERS = {"HS": "Speaker A", "CN": "Speaker B"}
@@ -42,15 +42,27 @@ def _dialogue_to_prompts(turns: pd.DataFrame, cfg: DataSettings) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["id", "prompt", "reference"])
 
 
-def to_prompts(ds: ray.data.Dataset, cfg: DataSettings) -> ray.data.Dataset:
-    # The default hash shuffle starts aggregator actors sized for big clusters: on a small
-    # machine it spends over a minute waiting for CPUs. The sort-based shuffle runs as tasks.
-    ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    prompts = ds.groupby("dialogue_id").map_groups(
-        _dialogue_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
-        num_cpus=cfg.num_cpus_per_task)
+def _dialogues_to_prompts(turns: pd.DataFrame, cfg: DataSettings) -> pd.DataFrame:
+    """Every dialogue of a split that fits one block, in one task."""
+    parts = [_dialogue_to_prompts(group, cfg) for _, group in turns.groupby("dialogue_id", sort=False)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["id", "prompt", "reference"])
+
+
+def to_prompts(ds: ray.data.Dataset, cfg: DataSettings, in_one_task: bool = False) -> ray.data.Dataset:
+    if in_one_task:
+        # A small split: group in one task instead of Ray Data's distributed groupby (seconds of
+        # shuffle tasks even for a few dialogues). The same prompts, sorted the same way below.
+        prompts = ds.repartition(1).map_batches(_dialogues_to_prompts, fn_kwargs={"cfg": cfg}, batch_size=None,
+                                                batch_format="pandas", num_cpus=cfg.num_cpus_per_task)
+    else:
+        # The default hash shuffle starts aggregator actors sized for big clusters: on a small
+        # machine it spends over a minute waiting for CPUs. The sort-based shuffle runs as tasks.
+        ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        prompts = ds.groupby("dialogue_id").map_groups(
+            _dialogue_to_prompts, fn_kwargs={"cfg": cfg}, batch_format="pandas",
+            num_cpus=cfg.num_cpus_per_task)
     # Groups come out in an order that depends on sampled partition boundaries: fix it.
-    return prompts.sort("id")
+    return sort_rows(prompts, "id", in_one_task, cfg.num_cpus_per_task)
 
 
 SOURCE = PromptSource(name="dialoconan", hub_name=None, text_column="text", template=TEMPLATE,

@@ -38,8 +38,9 @@ class PromptSource:
     template: str
     # Raw columns the rows must have, given the config.
     required_columns: Callable[[DataSettings], list[str]]
-    # Ray Data pipeline from raw rows to PROMPT_COLUMNS.
-    to_prompts: Callable[[ray.data.Dataset, DataSettings], ray.data.Dataset]
+    # Ray Data pipeline from raw rows to PROMPT_COLUMNS; the flag: the split fits one block, so
+    # whole-split steps (grouping, sorting) may run in one task.
+    to_prompts: Callable[[ray.data.Dataset, DataSettings, bool], ray.data.Dataset]
 
     def text_column_for(self, cfg: DataSettings) -> str:
         return cfg.text_column or self.text_column
@@ -59,7 +60,7 @@ class PromptSource:
 def per_batch(batch_fn: Callable[..., pd.DataFrame]) -> Callable[[ray.data.Dataset, DataSettings], ray.data.Dataset]:
     """A source's ``to_prompts``: ``batch_fn(batch, cfg)`` mapped over pandas batches, each task
     holding ``data.num_cpus_per_task`` CPUs."""
-    def to_prompts(ds: ray.data.Dataset, cfg: DataSettings) -> ray.data.Dataset:
+    def to_prompts(ds: ray.data.Dataset, cfg: DataSettings, in_one_task: bool = False) -> ray.data.Dataset:
         return ds.map_batches(batch_fn, fn_kwargs={"cfg": cfg}, batch_format="pandas",
                               num_cpus=cfg.num_cpus_per_task)
 
@@ -129,10 +130,11 @@ def read_rows(location: str, split_name: str, cfg: DataSettings) -> ray.data.Dat
     return ray.data.read_json(path, lines=True, **options)
 
 
-# Rows per block for local files, in bytes of file. Ray Data splits a one-file read into blocks
-# for parallelism; every block is a task in every later stage, and on a small machine each new
-# task may start a worker process (seconds of imports). A prompt file of a few thousand rows is
-# one block; larger files get one block per BLOCK_BYTES.
+# Bytes of a local file per Ray Data block. Ray Data splits a one-file read into blocks for
+# parallelism; every block is a task in every later stage, and on a small machine each new task
+# may start a worker process (seconds of imports). A prompt file of a few thousand rows is one
+# block (and its whole-split steps run in one task: ``sort_rows``); larger files get one block
+# per BLOCK_BYTES.
 BLOCK_BYTES = 16 * 2**20
 
 
@@ -152,3 +154,21 @@ def read_hub(name: str, split_name: str) -> ray.data.Dataset:
                            f"{'/'.join(LOCAL_DATA_SUFFIXES)} file of the same shape"])
     # Arrow-backed and memory-mapped by `datasets`: Ray Data reads it in blocks.
     return ray.data.from_huggingface(hf)
+
+
+def _sorted_batch(batch: pd.DataFrame, key: str) -> pd.DataFrame:
+    return batch.sort_values(key, kind="stable")
+
+
+def sort_rows(ds: ray.data.Dataset, key: str, in_one_task: bool, num_cpus: float) -> ray.data.Dataset:
+    """``ds`` sorted by ``key``. Ray Data's distributed sort samples boundaries and shuffles
+    between tasks: seconds even for a few hundred rows. A split small enough for one block is
+    sorted in one task instead, into the same order (the keys are unique: hashes, ids)."""
+    if not in_one_task:
+        return ds.sort(key)
+    return ds.repartition(1).map_batches(_sorted_batch, fn_kwargs={"key": key}, batch_size=None,
+                                         batch_format="pandas", num_cpus=num_cpus)
+
+
+def fits_one_block(location: str, split_name: str) -> bool:
+    return is_local_path(location) and block_count(file_for_split(location, split_name)) == 1
