@@ -41,7 +41,8 @@ def quiet_process() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    _quiet_ray_library_lines()
+    if "ray" in sys.modules:  # a Ray worker; the driver calls it from init_ray (ray is slow to import)
+        _quiet_ray_library_lines()
     if "transformers" in sys.modules:  # imported before the environment above was set
         from transformers.utils import logging as hf_logging
 
@@ -86,7 +87,7 @@ def init_ray(address: str | None = None) -> None:
     if verbose():
         ray.init(address=address)
         return
-    quiet_process()
+    quiet_process()  # ray is imported now: its own lines too
     from ray.data import DataContext
 
     context = DataContext.get_current()

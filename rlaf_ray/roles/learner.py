@@ -78,7 +78,7 @@ def learner_loop(loop_config: dict) -> None:
                 if rank == 0:
                     sync_adapter(learner.inner.policy, rollout_workers, state.iteration)
                 barrier()
-        metrics.update(learner.iteration_metrics(cfg, state, out, scored, timings))
+        metrics.update(learner.iteration_metrics(state, out, scored, timings))
         if learner.log is not None:
             learner.log.write(state.iteration, metrics)
         report(cfg, state, metrics, learner, rank)
@@ -151,11 +151,12 @@ class Learner:
                         self.inner.decoder_start_token_id)
         return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
 
-    def iteration_metrics(self, cfg: RLAFConfig, state: LoopState, out: dict, scored: dict,
+    def iteration_metrics(self, state: LoopState, out: dict, scored: dict,
                           timings: dict[str, float]) -> dict[str, float]:
+        """Timings, throughput and memory of the iteration, beside the PPO update's metrics."""
         return {
             "time/generate": out["seconds"], "time/score": scored["seconds"], **timings,
-            "perf/samples_per_second": cfg.ppo.batch_size / timings["time/iteration"],
+            "perf/samples_per_second": self.cfg.ppo.batch_size / timings["time/iteration"],
             "policy/version": state.iteration, "data/epoch": state.epoch,
             "params/trainable": self.trainable,
             # GPU memory where there is a GPU, resident memory otherwise (this rank, its actors).

@@ -7,16 +7,7 @@ import math
 import pytest
 import torch
 
-from rlaf_ray.config import RewardSettings, from_dict
-from tests.conftest import base_config
-
-
-def meter_config(policy_path, classifier_path, tmp_path, path, **evaluation):
-    return from_dict(base_config(
-        policy_path, classifier_path, tmp_path,
-        data={"source": "files", "path": str(path), "text_column": "text", "min_chars": 0, "max_chars": None},
-        evaluation={"split": "train", "max_prompts": 6, "samples_per_prompt": 4, "max_new_tokens": 8,
-                    "num_cpus_per_actor": 0.25, "prompts_per_batch": 2, **evaluation}))
+from rlaf_ray.config import RewardSettings
 
 
 def test_perplexity_of_continuation_given_prompt(policy_path):

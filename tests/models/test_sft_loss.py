@@ -6,10 +6,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from rlaf_ray.config import from_dict
-from tests.conftest import DATA, base_config
-
-DIALOCONAN = {"source": "dialoconan", "path": str(DATA / "dialoconan_sample.jsonl"), "min_chars": 0,
-              "max_chars": None, "eval_fraction": 0.2, "test_fraction": 0.2}
+from tests.conftest import base_config
 
 
 def test_prompt_tokens_carry_no_loss(policy_path, classifier_path, tmp_path):
