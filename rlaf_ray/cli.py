@@ -43,11 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show everything: Ray and Ray Data progress, library warnings, weight-loading bars")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    on_ray = _training_commands(commands) + _measuring_commands(commands)
-    for sub in on_ray:
-        if sub.prog.split()[-1] not in ("report", "compare"):
-            sub.add_argument("--address", default=None,
-                             help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+    joins_a_cluster = _training_commands(commands) + [_toxicity_command(commands)]
+    local_ray = _report_commands(commands)  # they read run directories on this machine
+    for sub in joins_a_cluster:
+        sub.add_argument("--address", default=None,
+                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+    for sub in joins_a_cluster + local_ray:
         sub.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides")
     _model_commands(commands)
     return parser
@@ -88,8 +89,7 @@ def _training_commands(commands) -> list[argparse.ArgumentParser]:
     return [train, tune, sft, demo]
 
 
-def _measuring_commands(commands) -> list[argparse.ArgumentParser]:
-    """toxicity, compare, report."""
+def _toxicity_command(commands) -> argparse.ArgumentParser:
     tox = commands.add_parser(
         "toxicity", help="measure a model's toxicity (RealToxicityPrompts protocol)",
         description="k nucleus samples per prompt, scored by the classifier's toxic-label probability "
@@ -106,7 +106,11 @@ def _measuring_commands(commands) -> list[argparse.ArgumentParser]:
     tox.add_argument("--classifier", help="evaluation.classifier (default: the reward classifier)")
     tox.add_argument("--actors", type=int, help="actor-pool size of the generator and each scorer")
     tox.add_argument("--out", default="results/toxicity", help="directory for metrics.json and samples.jsonl")
+    return tox
 
+
+def _report_commands(commands) -> list[argparse.ArgumentParser]:
+    """compare, report."""
     compare = commands.add_parser(
         "compare", help="base model vs the adapters of finished runs (e.g. SFT and RL), same prompts and seeds",
         description="Measure the base model and each run's final adapter with the toxicity meter on the "
@@ -120,7 +124,7 @@ def _measuring_commands(commands) -> list[argparse.ArgumentParser]:
                     "same prompts and seeds; write tables (CSV, Markdown) and plots to <run>/report.")
     report.add_argument("--run", required=True, help="run directory (holding config.yaml and final/adapter)")
 
-    return [tox, compare, report]
+    return [compare, report]
 
 
 def _model_commands(commands) -> None:

@@ -96,5 +96,4 @@ def init_ray(address: str | None = None) -> None:
     context.print_on_execution_start = False
     hook = "worker_process_setup_hook"
     runtime_env = {} if _job_sets(hook) else {hook: "rlaf_ray.console.quiet_process"}
-    ray.init(address=address, runtime_env=runtime_env, logging_config=ray.LoggingConfig(log_level="WARNING"),
-             log_to_driver=True)
+    ray.init(address=address, runtime_env=runtime_env, logging_config=ray.LoggingConfig(log_level="WARNING"))

@@ -43,12 +43,13 @@ def adapter_base(adapter: str) -> str:
 
 
 def load_with_adapter(model: ModelSettings, adapter: str | None, device: torch.device | str = "cpu"):
+    if adapter is not None:
+        check_adapter(adapter)  # before the (slow) base model loads
     net = load_base_model(model, device)
     if adapter is None:
         return net
     from peft import PeftModel
 
-    check_adapter(adapter)
     return PeftModel.from_pretrained(net, adapter)
 
 
@@ -57,7 +58,6 @@ def merge(model: ModelSettings, adapter: str, out_dir: Path) -> Path:
     if model.dtype not in DTYPES:
         raise ConfigError([f"model.dtype: {model.dtype!r}; merge into a float base (fp32, bf16 or fp16): "
                            "LoRA weights folded into quantized weights would be rounded away"])
-    check_adapter(adapter)
     merged = load_with_adapter(model, adapter).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)

@@ -41,6 +41,9 @@ TYPE_MESSAGES = {
 }
 
 
+RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
 def _interval(bounds: dict[str, Any]) -> str:
     low = bounds.get("gt", bounds.get("ge"))
     high = bounds.get("lt", bounds.get("le"))
@@ -83,19 +86,25 @@ def _line(root: type[BaseModel], error: dict) -> str:
         close = difflib.get_close_matches(key, names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         return f"{where}: unknown key; {hint}valid keys in {path or 'the top level'}: {', '.join(names)}"
-    where = path or "config"
     if kind == "value_error":
         # Our own validators: lines relative to the section they validate.
         message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
         return "\n".join(f"{path}.{line}" if path else line for line in message.splitlines())
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+    # Stopped before the end of loc: at a union, whose members' complaints are pydantic's.
+    return _describe(path or "config", error, value, annotation, at_value=used == len(loc))
+
+
+def _describe(where: str, error: dict, value: Any, annotation: Any, at_value: bool) -> str:
+    """One line for a value of type ``annotation`` that failed; ``at_value``: the error is about
+    the value itself (not one member of a union or an item inside it)."""
+    kind = error["type"]
+    if kind in RANGE_ERRORS:
         bounds = constraints(annotation) or dict(error.get("ctx", {}))
         return f"{where}: {value!r} is out of range; allowed {_interval(bounds)}"
     if kind == "literal_error":
         return f"{where}: expected one of {type_name(split_optional(annotation))}, got {value!r}"
-    if used < len(loc):  # stopped at a union: name every type it accepts
-        return f"{where}: expected {type_name(annotation)}, got {value!r}"
-    return f"{where}: {TYPE_MESSAGES.get(kind, error['msg'])}, got {value!r}"
+    expected = TYPE_MESSAGES.get(kind) if at_value else None
+    return f"{where}: {expected or 'expected ' + type_name(annotation)}, got {value!r}"
 
 
 def problems_from(error: ValidationError, root: type[BaseModel]) -> list[str]:
@@ -117,10 +126,4 @@ def check_value(annotation: Any, value: Any, where: str) -> Any:
         return TypeAdapter(annotation, config={"strict": True}).validate_python(value)
     except ValidationError as err:
         error = err.errors(include_url=False)[0]
-        kind = error["type"]
-        if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-            raise ValueError(f"{where}: {value!r} is out of range; allowed {_interval(constraints(annotation))}")
-        if kind == "literal_error":
-            raise ValueError(f"{where}: expected one of {type_name(split_optional(annotation))}, got {value!r}")
-        expected = TYPE_MESSAGES.get(kind) if len(error["loc"]) == 0 else None
-        raise ValueError(f"{where}: {expected or 'expected ' + type_name(annotation)}, got {value!r}") from None
+        raise ValueError(_describe(where, error, value, annotation, at_value=not error["loc"])) from None

@@ -116,4 +116,4 @@ class Section(BaseModel):
     """A configuration section: unknown keys are errors, types are not silently converted
     (``"8"`` is not an integer), and every field documents itself (``--schema``)."""
 
-    model_config = {"extra": "forbid", "strict": True, "validate_assignment": False}
+    model_config = {"extra": "forbid", "strict": True}

@@ -74,7 +74,7 @@ class RLAFConfig(Section):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as in a YAML file (the Tune search merges dicts)."""
-        return self.model_dump(mode="python")
+        return self.model_dump()
 
     def replace(self, **sections: dict[str, Any]) -> "RLAFConfig":
         """A copy with some fields of some sections changed: ``cfg.replace(run={"name": "x"})``."""

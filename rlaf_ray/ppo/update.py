@@ -90,14 +90,14 @@ class PPOLearner:
         """One PPO update on this rank's batch; returns the batch's metrics (over all ranks)."""
         scores = scores.to(device=self.device, dtype=torch.float32)
         finite = torch.isfinite(scores)
-        targets = self.targets(batch, self.shaped_scores(scores, finite, ended), finite)
+        # Non-finite scores become 0; their samples leave the update through the mask.
+        scores = torch.where(finite, scores, torch.zeros_like(scores))
+        targets = self.targets(batch, self.shaped_scores(scores, ended), finite)
         stats = self.run_epochs(batch, targets)
         return self.batch_metrics(batch, targets, stats, scores, finite, ended)
 
-    def shaped_scores(self, scores: torch.Tensor, finite: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
-        """Non-finite scores become 0 (their samples leave the update through the mask); the
-        missing-EOS penalty is added to responses that never ended."""
-        scores = torch.where(finite, scores, torch.zeros_like(scores))
+    def shaped_scores(self, scores: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
+        """The missing-EOS penalty added to responses that never ended."""
         if self.cfg.missing_eos_penalty is not None:
             scores = scores + self.cfg.missing_eos_penalty * (~ended.to(self.device)).float()
         return scores
@@ -155,10 +155,10 @@ class PPOLearner:
                 "approx_kl": pg.approx_kl.item(), "grad_norm": float(grad_norm)}
 
     def batch_metrics(self, batch: RolloutBatch, t: Targets, stats: dict[str, list[float]],
-                      raw_scores: torch.Tensor, finite: torch.Tensor, ended: torch.Tensor) -> dict[str, float]:
-        """Statistics of the batch over all ranks; the KL controller moves on their KL."""
+                      scores: torch.Tensor, finite: torch.Tensor, ended: torch.Tensor) -> dict[str, float]:
+        """Statistics of the batch over all ranks (``scores``: before the missing-EOS penalty,
+        non-finite ones zeroed); the KL controller moves on their KL."""
         valid = finite.float()
-        scores = torch.where(finite, raw_scores, torch.zeros_like(raw_scores))
         s = global_sums({
             "score": (scores * valid).sum().item(), "score_sq": (scores**2 * valid).sum().item(),
             "valid": valid.sum().item(), "samples": float(batch.response_ids.shape[0]),
