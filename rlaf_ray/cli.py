@@ -17,11 +17,16 @@ from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
+RESUME_HELP = ("continue the run in <run.output_dir>/<run.name> with changed settings that do not change "
+               "what it learned (more ppo.num_iterations, checkpointing, placement, evaluation); the previous "
+               "config.yaml is kept as config.<n>.yaml")
 TRAIN_EPILOG = """\
 overrides use dotted keys, values parsed as YAML, e.g.
   rlaf-ray train --config jobs/configs/offline_tiny.yaml ppo.num_iterations=5 lora.r=16 \\
       generation.max_new_tokens=[8,16] run.name=try2
-A run started again with the same run.name and run.output_dir resumes from its latest checkpoint.
+A run started again with the same run.name and run.output_dir resumes from its latest checkpoint
+if its settings are the same; --resume also lets it continue with more iterations, another checkpoint
+cadence or placement (rlaf_ray.run_guard.RESUMABLE); other changes need a new run.name.
 """
 TUNE_EPILOG = """\
 the search space is the config's tune section, e.g.
@@ -63,6 +68,7 @@ def _training_commands(commands) -> list[argparse.ArgumentParser]:
                     "(evaluation.after_train) the before/after report.", epilog=TRAIN_EPILOG,
         formatter_class=raw)
     train.add_argument("--config", required=True, help="YAML configuration file")
+    train.add_argument("--resume", action="store_true", help=RESUME_HELP)
 
     tune = commands.add_parser(
         "tune", help="Ray Tune search (e.g. LoRA rank, learning rate): every trial a full PPO run",
@@ -79,11 +85,13 @@ def _training_commands(commands) -> list[argparse.ArgumentParser]:
                     "with TRL's SFTTrainer on Ray Train; writes final/adapter and sft_metrics.json.",
         epilog=TRAIN_EPILOG.replace("train", "sft"), formatter_class=raw)
     sft.add_argument("--config", required=True, help="YAML configuration file")
+    sft.add_argument("--resume", action="store_true", help=RESUME_HELP)
 
     demo = commands.add_parser(
         "demo", help="the offline detox world: measure, train, measure again, report",
         description="Runs the whole mission on a laptop CPU with no hub: tiny policy and classifier built "
-                    "offline, PPO on local Ray, the toxicity meter before and after, and the report.")
+                    "offline, PPO on local Ray, the toxicity meter before and after, and the report. Each "
+                    "demo is a new run, <run.name>-<date>-<time>, unless run.name=... is given.")
     demo.add_argument("--config", default=DEMO_CONFIG, help=f"configuration (default {DEMO_CONFIG})")
 
     return [train, tune, sft, demo]
@@ -252,22 +260,44 @@ def run_generate(args: argparse.Namespace) -> None:
             print(f"{p}{r}\n---")
 
 
+def fresh_run_name(cfg) -> str:
+    """``<run.name>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... if taken): a demo never continues
+    an earlier one."""
+    import time
+
+    stem = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = stem, 1
+    while (Path(cfg.run.output_dir).expanduser() / name).exists():
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
 def run_demo(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, ["evaluation.after_train=true", *args.overrides])
+    if not any(o.strip().startswith("run.name=") for o in args.overrides):  # given: the resume rules apply
+        cfg = cfg.replace(run={"name": fresh_run_name(cfg)})
+    print(f"[rlaf] demo: writing to {Path(cfg.run_dir).expanduser().resolve()}", flush=True)
     from rlaf_ray.train import train
 
     run_dir = train(cfg, address=args.address)
     results = {name: json.loads((run_dir / "report" / name / "metrics.json").read_text())
                for name in ("base", "trained")}
     print_metrics(results)
-    b, t = results["base"], results["trained"]
-    from rlaf_ray.run_log import read_metrics
-
-    max_kl = max(m["kl/mean"] for m in read_metrics(run_dir))
-    print(f"[rlaf] demo: expected max toxicity {b['expected_max_toxicity']:.3f} -> {t['expected_max_toxicity']:.3f}, "
-          f"lexicon rate {b['lexicon_rate']:.1%} -> {t['lexicon_rate']:.1%}, "
-          f"perplexity {b['perplexity']:.1f} -> {t['perplexity']:.1f}, max KL {max_kl:.2f}; "
+    print(f"[rlaf] demo: {demo_line(json.loads((run_dir / 'report' / 'summary.json').read_text()))}; "
           f"report in {run_dir / 'report'}")
+
+
+def demo_line(summary: dict) -> str:
+    """Base -> trained for each headline measure the run has, and the KL to the base."""
+    b, t = summary["base"], summary["trained"]
+    parts = []
+    for key, label, fmt in (("toxic_rate", "toxic", ".1%"), ("grammatical_rate", "grammatical", ".1%"),
+                            ("expected_max_toxicity", "expected max toxicity", ".3f"),
+                            ("distinct_2", "distinct-2", ".3f"), ("perplexity", "perplexity", ".2f")):
+        if b.get(key) is not None:
+            parts.append(f"{label} {b[key]:{fmt}} -> {t[key]:{fmt}}")
+    return ", ".join(parts) + f", KL to base {summary['kl']:.2f}"
 
 
 def run_config(args: argparse.Namespace) -> None:
@@ -289,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, args.overrides)  # before the heavy imports: errors at once
             from rlaf_ray.train import train
 
-            run_dir = train(cfg, address=args.address)
+            run_dir = train(cfg, address=args.address, resume=args.resume)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
         elif args.command == "tune":
             cfg = load_config(args.config, args.overrides)
@@ -301,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, args.overrides)
             from rlaf_ray.sft import sft
 
-            run_dir = sft(cfg, address=args.address)
+            run_dir = sft(cfg, address=args.address, resume=args.resume)
             print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
         elif args.command == "merge":
             run_merge(args)

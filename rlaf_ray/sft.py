@@ -21,9 +21,10 @@ import ray.train
 from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
-from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml
+from rlaf_ray.config import ConfigError, RLAFConfig
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, load_split
+from rlaf_ray.determinism import deterministic_runtime_env, use_deterministic_algorithms
 from rlaf_ray.devices import default_device
 from rlaf_ray.models.policy import (
     is_seq2seq,
@@ -33,6 +34,7 @@ from rlaf_ray.models.policy import (
 )
 from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
 from rlaf_ray.preflight import prepare
+from rlaf_ray.run_guard import check_run_dir, save_run_config
 
 
 def count_references(split: PromptSplit) -> tuple[int, int]:
@@ -98,6 +100,7 @@ def sft_loop(loop_config: dict) -> None:
     )
 
     cfg: RLAFConfig = loop_config["config"]
+    use_deterministic_algorithms(cfg.run.deterministic)
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory() as scratch:
         trainer = build_sft_trainer(cfg, _rows("train"), _rows("eval"), scratch)
@@ -122,12 +125,14 @@ def sft_loop(loop_config: dict) -> None:
                   file=sys.__stdout__, flush=True)
 
 
-def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
-    """Run supervised fine-tuning to completion (or resume it); returns the run directory."""
+def sft(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Path:
+    """Run supervised fine-tuning to completion (or resume it); returns the run directory.
+    ``resume``: as for ``train`` (``rlaf_ray.run_guard``)."""
     cfg = prepare(cfg, ("train", cfg.sft.eval_split))
     if is_seq2seq(cfg.model):
         raise ConfigError([f"model.name_or_path: {cfg.model.name_or_path!r} is a seq2seq (encoder-decoder) "
                            "model; the SFT baseline uses TRL's SFTTrainer, which trains causal LMs only"])
+    changes = check_run_dir(cfg, resume, command="sft")
     init_ray(address)
     ensure_placement(cfg, roles=("learner",))
     ensure_shared_output(cfg.run.output_dir)
@@ -137,8 +142,7 @@ def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
         check_references(cfg, split)
 
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    print(save_run_config(cfg, changes, command="sft"), flush=True)
     TorchTrainer(
         sft_loop,
         train_loop_config={"config": cfg},
@@ -146,7 +150,8 @@ def sft(cfg: RLAFConfig, address: str | None = None) -> Path:
         run_config=ray.train.RunConfig(
             name=cfg.run.name, storage_path=cfg.run.output_dir,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging()),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
+            worker_runtime_env=deterministic_runtime_env(cfg.run.deterministic)),
         datasets={"train": splits["train"].dataset, "eval": splits["eval"].dataset},
         # Each learner takes its share of train; every learner scores the whole held-out split.
         dataset_config=DataConfig(datasets_to_split=["train"]),

@@ -18,21 +18,25 @@ from ray.data import ExecutionOptions
 from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
-from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources, dump_yaml
+from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, get_source, load_split
+from rlaf_ray.determinism import deterministic_runtime_env
 from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
 from rlaf_ray.preflight import prepare
 from rlaf_ray.roles.learner import learner_loop
 from rlaf_ray.roles.reward import RewardWorker
 from rlaf_ray.roles.rollout import RolloutWorker
+from rlaf_ray.run_guard import check_run_dir, save_run_config
 
 
-def actor_options(res: RoleResources, name: str, placement_group=None) -> dict:
+def actor_options(res: RoleResources, name: str, placement_group=None, runtime_env: dict | None = None) -> dict:
     """``placement_group``: reserved for these actors (a Tune trial's group): each goes into any
     bundle with room, and what it starts itself is not held to the group."""
     options = {"name": name, "num_cpus": res.num_cpus, "num_gpus": res.num_gpus,
                "resources": dict(res.resources)}
+    if runtime_env:
+        options["runtime_env"] = runtime_env
     if placement_group is not None:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -52,12 +56,13 @@ class Roles:
 
 def start_roles(cfg: RLAFConfig, placement_group=None) -> Roles:
     """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard."""
-    prefix = f"rlaf:{cfg.run.name}"
+    prefix, env = f"rlaf:{cfg.run.name}", deterministic_runtime_env(cfg.run.deterministic)
     rollout = [ray.remote(RolloutWorker)
-               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group))
-               .remote(cfg.model, cfg.lora, cfg.generation, i) for i in range(cfg.resources.rollout.num_workers)]
+               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group, env))
+               .remote(cfg.model, cfg.lora, cfg.generation, i, deterministic=cfg.run.deterministic)
+               for i in range(cfg.resources.rollout.num_workers)]
     reward = [ray.remote(RewardWorker)
-              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group))
+              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group, env))
               .remote(cfg.reward, i) for i in range(cfg.resources.reward.num_workers)]
     roles = Roles(rollout, reward)
     ray.get([actor.ready.remote() for actor in roles.all()])
@@ -93,8 +98,11 @@ def prompt_data_config() -> DataConfig:
 
 
 def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = None,
-          placement_group=None, prompts: PromptSplit | None = None) -> Path:
+          placement_group=None, prompts: PromptSplit | None = None, resume: bool = False) -> Path:
     """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``.
+
+    A run directory that already holds a run continues it only with the same settings, or with
+    ``resume`` and changes that ``rlaf_ray.run_guard.RESUMABLE`` allows (``--resume``).
 
     ``address``: a Ray cluster to join (default: RAY_ADDRESS, else a local instance).
     ``callbacks``: extra Ray Train callbacks, e.g. ``TuneReportCallback`` when this run is a Tune
@@ -106,6 +114,7 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
     # every check that needs no actor, before Ray starts
     cfg = prepare(cfg, ("train", cfg.evaluation.split) if evaluate_after else ("train",),
                   evaluation=evaluate_after)
+    changes = check_run_dir(cfg, resume)
     init_ray(address)
     ensure_placement(cfg)
     ensure_shared_output(cfg.run.output_dir)
@@ -114,8 +123,7 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
     stats = count_prompts(cfg, prompts)
 
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    print(save_run_config(cfg, changes), flush=True)
     (run_dir / "data_stats.json").write_text(json.dumps({"train": stats}, indent=1))
 
     roles = start_roles(cfg, placement_group)
@@ -130,7 +138,7 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
                 storage_path=cfg.run.output_dir,
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                 failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
-                callbacks=list(callbacks or []),
+                callbacks=list(callbacks or []), worker_runtime_env=deterministic_runtime_env(cfg.run.deterministic),
             ),
             datasets={"train": prompts.dataset},
             dataset_config=prompt_data_config(),

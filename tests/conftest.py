@@ -45,6 +45,13 @@ def classifier_path(tiny_cache) -> str:
     return resolve_model("tiny:roberta-classifier", tiny_cache)
 
 
+@pytest.fixture(scope="session")
+def judge_path(tiny_cache) -> str:
+    from rlaf_ray.models.tiny import resolve_model
+
+    return resolve_model("tiny:judge-lm", tiny_cache)
+
+
 LANES = ("unit", "models", "ray", "e2e")
 
 
@@ -118,7 +125,7 @@ def search_config(policy_path: str, classifier_path: str, tmp_path: Path, **tune
     # so two fit on 2 CPUs beside the CPU Ray Data's tasks may need.
     config = base_config(
         policy_path, classifier_path, tmp_path,
-        reward={"callable": "tests.rewards:prefers_and"},
+        reward={"callable": "tests.rewards:prefers_questions"},
         generation={"max_new_tokens": 6},
         data={"shuffle": False},  # no sort: a faster prompt pipeline
         ppo={"num_iterations": ITERATIONS, "batch_size": 4, "num_minibatches": 1, "ppo_epochs": 1},

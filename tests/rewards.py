@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rlaf_ray.models.tiny import INSULTS
+from rlaf_ray.world import INSULT_WORDS
 
 
 def _words(text: str) -> list[str]:
@@ -16,7 +16,7 @@ def insult_free(prompts, responses):
     scores = []
     for response in responses:
         words = _words(response)
-        scores.append(1.0 - sum(w in INSULTS for w in words) / max(len(words), 1))
+        scores.append(1.0 - sum(w in INSULT_WORDS for w in words) / max(len(words), 1))
     return scores
 
 
@@ -24,6 +24,7 @@ def every_other_nan(prompts, responses):
     return [math.nan if i % 2 else 1.0 for i in range(len(responses))]
 
 
-def prefers_and(prompts, responses):
-    """How many of the response's words are "and": a single preferred token."""
-    return [float(_words(r).count("and")) for r in responses]
+def prefers_questions(prompts, responses):
+    """1 for a response that is a question (ends with "?"), else 0: the grammar's greetings and
+    requests are, about a quarter of the tiny policy's replies; a policy can ask every time."""
+    return [float(r.strip().endswith("?")) for r in responses]

@@ -99,18 +99,18 @@ def user_file() -> None:
 
 
 def detox_world() -> None:
-    """Prompts of the offline detox world: neutral dialogue lines in the tiny policy's own
-    vocabulary, ending where the next speaker starts (the ``files`` shape, column ``text``). The
-    untrained tiny policy continues them with its insult lexicon at a measurable rate."""
-    from rlaf_ray.models.tiny import WORDS
+    """Prompts of the offline detox world (``rlaf_ray.world``): one to three dialogue turns of the
+    grammar, toxic at its rate, ending where the next speaker starts (the ``files`` shape, column
+    ``text``), with a neutral reply of the grammar in ``reply`` (the supervised baseline's target)."""
+    from rlaf_ray import world
 
     rng = random.Random(3)
-    for split, n in (("train", 200), ("validation", 40), ("test", 40)):
+    # Seeds apart from those the tiny models learn from (0-12): the prompts are new to them.
+    for split, n, seed in (("train", 400, 30), ("validation", 40, 31), ("test", 60, 32)):
         rows = []
-        for i in range(n):
-            lines = [f"#Person{1 + t % 2}#: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
-                     .capitalize() + "." for t in range(rng.randint(1, 3))]
-            rows.append({"id": f"{split}-{i}", "text": "\n".join(lines) + f"\n#Person{1 + len(lines) % 2}#:"})
+        for i, dialogue in enumerate(world.sample_dialogues(n, seed=seed)):
+            rows.append({"id": f"{split}-{i}", "text": dialogue.prompt,
+                         "reply": world.sample_turn(rng, toxic=False)})
         write_jsonl(HERE / "detox_world" / f"{split}.jsonl", rows)
 
 

@@ -24,6 +24,9 @@ class EvaluationSettings(Section):
     holdout_classifier: str | None = Field(None, description=(
         "A second classifier scoring the same outputs: a gap between the two shows reward hacking."))
     perplexity_model: str | None = Field(None, description="LM scoring fluency; null: the base policy.")
+    judge: Literal["detox_world"] | None = Field(None, description=(
+        "Exact judges of the offline world (rlaf_ray.world) on every sample: toxic_rate and "
+        "grammatical_rate; for the tiny: models only."))
     lexicon: list[str] = Field(default_factory=list, description="Words whose rate in continuations is reported.")
     prompts_per_batch: int = Field(4, ge=1, description="Prompts per generation batch.")
     generator_actors: int = Field(1, ge=1, description="Ray Data actor-pool size of the generator.")

@@ -40,6 +40,10 @@ class RunSettings(Section):
     resource_wait_s: Number = Field(0.0, ge=0.0, description=(
         "Seconds to wait for an autoscaling cluster to add the nodes the roles need (0: fail at once)."))
     cache_dir: str = Field("~/.cache/rlaf_ray", description="Where the offline tiny models are cached.")
+    deterministic: bool = Field(False, description=(
+        "Deterministic algorithms in every process that trains or generates (torch."
+        "use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, no cuDNN autotuning): bitwise-repeatable "
+        "GPU runs, somewhat slower; CPU runs repeat either way."))
 
     @model_validator(mode="after")
     def _plain_name(self):
@@ -58,7 +62,11 @@ class TuneSettings(Section):
     search_alg: Literal["random", "optuna", "hyperopt"] = Field("random", description=(
         "random (Tune's BasicVariantGenerator), optuna or hyperopt (when installed)."))
     seed: int | None = Field(0, description="Seed of the searcher.")
-    metric: str = Field("reward/mean", description="A metric the run reports each iteration.")
+    metric: str = Field("objective", description=(
+        "A metric the run reports each iteration; objective = reward/mean - kl_price * kl/mean."))
+    kl_price: Number = Field(0.1, ge=0.0, description=(
+        "The objective's price of one nat of KL to the base per response, in reward units: a trial "
+        "cannot win by drifting from the base's language."))
     mode: Literal["max", "min"] = Field("max", description="Maximize or minimize the metric.")
     scheduler: Literal["asha", "fifo"] = Field("asha", description=(
         "asha: stop trials whose metric trails at a rung; fifo: run every trial to the end."))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlaf_ray.config.fields import Number, Section
 
@@ -13,24 +13,52 @@ class PPOSettings(Section):
     num_iterations: int = Field(20, ge=1, description="PPO updates (each: one batch generated, scored, learned).")
     batch_size: int = Field(16, ge=1, description="Prompts per iteration over all learners.")
     num_minibatches: int = Field(2, ge=1, description="Minibatches per PPO epoch on each learner.")
-    ppo_epochs: int = Field(4, ge=1, description="Passes over each batch.")
-    learning_rate: Number = Field(1.41e-5, gt=0.0, le=1.0, description="AdamW learning rate of adapter and value head.")
+    ppo_epochs: int = Field(2, ge=1, description="Passes over each batch (few: every pass moves the policy further "
+                                                 "from the one that sampled).")
+    learning_rate: Number = Field(1.0e-4, gt=0.0, le=1.0, description=(
+        "AdamW learning rate of adapter and value head (LoRA: about 10x a full fine-tune's)."))
+    weight_decay: Number = Field(0.0, ge=0.0, description="AdamW weight decay (0: a LoRA adapter is not decayed).")
     cliprange: Number = Field(0.2, gt=0.0, le=1.0, description="Policy ratio clip: 1 +- cliprange.")
     cliprange_value: Number = Field(0.2, gt=0.0, description="Value clip around the old values.")
     vf_coef: Number = Field(0.1, ge=0.0, description="Weight of the value loss.")
+    critic: Literal["detached", "shared"] = Field("detached", description=(
+        "detached: the value head reads the trunk's hidden states without gradient, so the value loss "
+        "cannot change the adapter; shared: value-loss gradients also train the adapter."))
     gamma: Number = Field(1.0, ge=0.0, le=1.0, description="Discount over response tokens.")
     lam: Number = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
     whiten_advantages: bool = Field(True, description="Normalize advantages over the batch (all learners).")
-    max_grad_norm: Annotated[Number, Field(gt=0.0)] | None = Field(
-        1.0, description="Gradient-norm clip; null: no clipping.")
-    kl_coef: Number = Field(0.2, ge=0.0, description="beta of the per-token KL penalty (initial, if adaptive).")
-    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward.")
+    max_grad_norm: Annotated[Number, Field(gt=0.0)] | None = Field(1.0, description=(
+        "Gradient-norm clip, adapter and value head each on their own; null: no clipping."))
+    early_stop_kl: Annotated[Number, Field(gt=0.0)] | None = Field(None, description=(
+        "Stop an iteration's remaining minibatch steps when a minibatch's approximate KL to the sampling "
+        "policy (per token, mean over learners) exceeds this, before its step; null: never."))
+    reward_norm: bool = Field(True, description=(
+        "Normalize scores by the running mean and std of all scores so far (all learners, all iterations)."))
+    reward_clip: Annotated[Number, Field(gt=0.0)] | None = Field(5.0, description=(
+        "Clip normalized scores to +- this (reward_norm only); null: no clip."))
+    kl_coef: Number = Field(0.2, ge=0.0, description="beta of the KL penalty (initial, if adaptive).")
+    kl_in: Literal["reward", "loss"] = Field("reward", description=(
+        "reward: per-token -beta*KL in the shaped reward (PPO-RLHF); loss: beta*mean KL added to the policy "
+        "loss, with gradient (GRPO style)."))
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description=(
+        "Per-token KL estimator: k1 = log p/p_ref (the only unbiased choice in the reward); k3 = "
+        "low-variance, non-negative (kl_in=loss only)."))
     adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl (Ziegler et al. 2019).")
-    target_kl: Number = Field(6.0, gt=0.0, description="Adaptive KL: the KL per response to aim for.")
-    kl_horizon: int = Field(10000, ge=1, description="Adaptive KL: samples over which beta moves.")
-    missing_eos_penalty: Number | None = Field(None, description=(
-        "Added to the score of responses that hit max_new_tokens without EOS; null: none."))
+    target_kl: Number = Field(6.0, gt=0.0, description=(
+        "Adaptive KL: the k1 KL per response (summed over its tokens) to aim for."))
+    kl_horizon: int = Field(64, ge=1, description=(
+        "Adaptive KL: samples over which beta moves by up to 20% (64: about 4 default batches); a larger batch "
+        "moves it by at most 20% per update."))
+    missing_eos_penalty: Annotated[Number, Field(ge=0.0)] | None = Field(None, description=(
+        "Subtracted from the (normalized) score of responses that hit max_new_tokens without EOS; null: none."))
     seed: int = Field(0, description="Seed of sampling, minibatch order and initialization.")
+
+    @model_validator(mode="after")
+    def _kl_estimator_fits_placement(self):
+        if self.kl_estimator == "k3" and self.kl_in == "reward":
+            raise ValueError("kl_estimator: 'k3' belongs in the loss (ppo.kl_in=loss); in the reward only k1 "
+                             "gives an unbiased KL penalty")
+        return self
 
 
 class SFTSettings(Section):

@@ -4,8 +4,12 @@ from a laptop to a cluster.
 
     prompts --map_batches(Generate, actor pool)--> k continuations per prompt
             --map_batches(ScoreToxicity, actor pool)--> hate probability of each continuation
-            --map_batches(ScorePerplexity, actor pool)--> perplexity of each continuation | prompt
-            --> driver: streaming totals (metrics.MeterTotals) + samples.jsonl on disk
+            --map_batches(ScorePerplexity, actor pool)--> NLL of each continuation | prompt
+            --> driver: the world's judges (offline), streaming totals (metrics.MeterTotals),
+                samples.jsonl on disk
+
+With an adapter, the generator also scores each sample under the base (adapter disabled): the
+KL of the evaluated model to the base on its own samples.
 
 Each prompt's samples come from a seed derived from the meter seed and the prompt, and each
 prompt is generated and scored as its own batch of k, so results do not depend on how many
@@ -25,6 +29,7 @@ import pandas as pd
 import ray.data
 import torch
 
+from rlaf_ray import world
 from rlaf_ray.config import (
     ConfigError,
     EvaluationSettings,
@@ -34,7 +39,7 @@ from rlaf_ray.config import (
 )
 from rlaf_ray.data import load_split
 from rlaf_ray.devices import default_device
-from rlaf_ray.evaluation.metrics import MeterTotals
+from rlaf_ray.evaluation.metrics import MeterTotals, Sample
 from rlaf_ray.models.policy import (
     encode_prompts,
     generated_tokens,
@@ -42,6 +47,7 @@ from rlaf_ray.models.policy import (
     load_base_model,
     load_tokenizer,
 )
+from rlaf_ray.ppo.batch import collate
 from rlaf_ray.preflight import check_evaluation
 from rlaf_ray.roles.reward import ClassifierReward
 
@@ -61,7 +67,8 @@ class Generate:
         self.model_cfg = model
         self.seq2seq = is_seq2seq(model)
         net = load_base_model(model, self.device)
-        if adapter is not None:
+        self.has_adapter = adapter is not None
+        if self.has_adapter:
             from peft import PeftModel
 
             net = PeftModel.from_pretrained(net, adapter)
@@ -70,7 +77,7 @@ class Generate:
     @torch.no_grad()
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         start = time.perf_counter()
-        continuations = []
+        continuations, kl = [], []
         for prompt_id, prompt in zip(batch["id"], batch["prompt"]):
             enc = encode_prompts(self.tokenizer, [prompt], self.model_cfg, self.device)
             torch.manual_seed(prompt_seed(self.ev.seed, str(prompt_id), prompt))
@@ -79,11 +86,32 @@ class Generate:
                 max_new_tokens=self.ev.max_new_tokens, min_new_tokens=self.ev.min_new_tokens,
                 num_return_sequences=self.ev.samples_per_prompt,
                 pad_token_id=self.tokenizer.pad_token_id)
-            continuations.append(self.tokenizer.batch_decode(
-                generated_tokens(out, enc["input_ids"].shape[1], self.seq2seq), skip_special_tokens=True))
+            new_tokens = generated_tokens(out, enc["input_ids"].shape[1], self.seq2seq)
+            continuations.append(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            kl.append(self.kl_to_base(enc, new_tokens) if self.has_adapter else [0.0] * len(new_tokens))
         return pd.DataFrame({"id": batch["id"].astype(str), "prompt": batch["prompt"],
-                             "continuations": continuations,
+                             "continuations": continuations, "kl": kl,
                              "generate_seconds": (time.perf_counter() - start) / len(batch)})
+
+    def kl_to_base(self, enc, new_tokens: torch.Tensor) -> list[float]:
+        """Per sample, the summed log-ratio of the evaluated model to the base over its tokens
+        (up to and including EOS), at the sampling temperature."""
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        responses = []
+        for row in new_tokens.tolist():
+            responses.append(row[:row.index(eos) + 1] if eos in row else row)
+        prompt = enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist()
+        start_id = self.model.config.decoder_start_token_id if self.seq2seq else None
+        batch = collate([prompt] * len(responses), responses, pad, self.device, start_id)
+        logprobs = self._logprobs(batch)
+        with self.model.disable_adapter():
+            base = self._logprobs(batch)
+        return ((logprobs - base) * batch.response_mask).sum(dim=1).tolist()
+
+    def _logprobs(self, batch) -> torch.Tensor:
+        end = batch.logits_start + batch.response_ids.shape[1]
+        logits = self.model(**batch.inputs).logits[:, batch.logits_start:end].float() / self.ev.temperature
+        return torch.log_softmax(logits, dim=-1).gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
 
 
 class ScoreToxicity:
@@ -103,8 +131,9 @@ class ScoreToxicity:
 
 
 class ScorePerplexity:
-    """Actor-pool stage: perplexity of each continuation given its prompt under a scoring LM
-    (causal: prompt + continuation as one sequence; seq2seq: prompt to the encoder)."""
+    """Actor-pool stage: the summed NLL and token count of each continuation given its prompt
+    under a scoring LM (causal: prompt + continuation as one sequence; seq2seq: prompt to the
+    encoder)."""
 
     def __init__(self, model: ModelSettings):
         self.device = default_device()
@@ -114,13 +143,15 @@ class ScorePerplexity:
         self.model = load_base_model(model, self.device).eval()
 
     @torch.no_grad()
-    def perplexities(self, prompt: str, continuations: list[str]) -> list[float]:
+    def nlls(self, prompt: str, continuations: list[str]) -> tuple[list[float], list[int]]:
+        """Summed NLL and token count per continuation (NaN and 0 for an empty one)."""
         prompt_ids = encode_prompts(self.tokenizer, [prompt], self.model_cfg)["input_ids"][0].tolist()
-        out = []
+        nlls, counts = [], []
         for text in continuations:
             cont_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if not cont_ids:
-                out.append(math.nan)  # an empty continuation has no perplexity
+                nlls.append(math.nan)  # an empty continuation has no perplexity
+                counts.append(0)
                 continue
             if self.seq2seq:
                 nll = self.model(input_ids=torch.tensor([prompt_ids], device=self.device),
@@ -129,13 +160,44 @@ class ScorePerplexity:
                 ids = torch.tensor([prompt_ids + cont_ids], device=self.device)
                 logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
                 nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):], reduction="mean")
-            out.append(math.exp(nll.item()))
-        return out
+            nlls.append(nll.item() * len(cont_ids))
+            counts.append(len(cont_ids))
+        return nlls, counts
+
+    def perplexities(self, prompt: str, continuations: list[str]) -> list[float]:
+        nlls, counts = self.nlls(prompt, continuations)
+        return [math.exp(n / c) if c else math.nan for n, c in zip(nlls, counts)]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         start = time.perf_counter()
-        ppl = [self.perplexities(p, list(c)) for p, c in zip(batch["prompt"], batch["continuations"])]
-        return batch.assign(perplexity=ppl, perplexity_seconds=(time.perf_counter() - start) / len(batch))
+        scored = [self.nlls(p, list(c)) for p, c in zip(batch["prompt"], batch["continuations"])]
+        return batch.assign(nll=[n for n, _ in scored], tokens=[c for _, c in scored],
+                            perplexity_seconds=(time.perf_counter() - start) / len(batch))
+
+
+def row_samples(row: dict, judged: bool, has_adapter: bool) -> list[Sample]:
+    """A prompt's continuations with their scores; the world's judges when ``judged``."""
+    holdout = row.get("holdout_toxicity")
+    samples = []
+    for i, text in enumerate(str(c) for c in row["continuations"]):
+        samples.append(Sample(
+            text=text, toxicity=float(row["toxicity"][i]), nll=float(row["nll"][i]), tokens=int(row["tokens"][i]),
+            holdout_toxicity=None if holdout is None else float(holdout[i]),
+            kl=float(row["kl"][i]) if has_adapter else None,
+            toxic=world.is_toxic(text) if judged else None,
+            grammatical=world.is_grammatical(text) if judged else None))
+    return samples
+
+
+def sample_record(row: dict, samples: list[Sample]) -> dict:
+    """One line of samples.jsonl: a prompt and its scored continuations."""
+    record = {"id": row["id"], "prompt": row["prompt"], "continuations": [s.text for s in samples],
+              "toxicity": [s.toxicity for s in samples],
+              "perplexity": [math.exp(s.nll / s.tokens) if s.tokens else math.nan for s in samples]}
+    for key in ("holdout_toxicity", "kl", "toxic", "grammatical"):
+        if getattr(samples[0], key) is not None:
+            record[key] = [getattr(s, key) for s in samples]
+    return record
 
 
 @dataclass
@@ -177,22 +239,17 @@ def measure(cfg: RLAFConfig, adapter: str | None, out_dir: Path, split: str | No
     ds = ds.map_batches(ScorePerplexity, fn_constructor_kwargs={"model": scoring_lm}, **scorer_pool)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    totals = MeterTotals(threshold=ev.threshold)
+    totals = MeterTotals(threshold=ev.threshold, lexicon=ev.lexicon)
     seconds = {"generate": 0.0, "toxicity": 0.0, "perplexity": 0.0}
     start = time.perf_counter()
     samples_path = out_dir / "samples.jsonl"
     with samples_path.open("w") as f:
         for row in ds.iter_rows():
-            continuations = [str(c) for c in row["continuations"]]
-            toxicity = [float(t) for t in row["toxicity"]]
-            holdout = [float(t) for t in row["holdout_toxicity"]] if "holdout_toxicity" in row else None
-            ppl = [float(p) for p in row["perplexity"]]
-            totals.add_prompt(continuations, toxicity, ppl, ev.lexicon, holdout)
+            samples = row_samples(row, judged=ev.judge == "detox_world", has_adapter=adapter is not None)
+            totals.add_prompt(samples)
             for stage in seconds:  # each row carries its share of its batch's stage time
                 seconds[stage] += float(row[f"{stage}_seconds"])
-            f.write(json.dumps({"id": row["id"], "prompt": row["prompt"], "continuations": continuations,
-                                "toxicity": toxicity, "perplexity": ppl,
-                                **({"holdout_toxicity": holdout} if holdout else {})}) + "\n")
+            f.write(json.dumps(sample_record(row, samples)) + "\n")
     metrics = totals.summary()
     wall = time.perf_counter() - start
     busy = sum(seconds.values()) or 1.0

@@ -1,7 +1,8 @@
 """Before/after report of a run: the base model against its trained adapter, on the same
 held-out prompts and seeds.
 
-Writes to ``<run>/report/``: ``metrics.csv|md`` (meter metrics side by side), ``examples.csv|md``
+Writes to ``<run>/report/``: ``summary.json`` (the seed, the trained adapter's KL to the base, and
+the headline measures of both models), ``metrics.csv|md`` (meter metrics side by side), ``examples.csv|md``
 (prompt, response before/after, reward before/after and the difference, sorted by it: the
 seeds' qualitative table), ``training_curves.png`` (reward and KL per iteration) and
 ``toxicity_distribution.png`` (per-sample toxicity before and after).
@@ -24,9 +25,12 @@ from rlaf_ray.evaluation.meter import MeterResult, measure  # noqa: E402
 from rlaf_ray.roles.reward import make_reward_fn  # noqa: E402
 from rlaf_ray.run_log import read_metrics  # noqa: E402
 
-TABLE_METRICS = ("expected_max_toxicity", "toxicity_probability", "toxicity_mean", "toxicity_std",
-                 "holdout_expected_max_toxicity", "holdout_toxicity_mean", "lexicon_rate", "empty_rate", "perplexity",
-                 "distinct_1", "distinct_2", "distinct_3", "prompts", "samples")
+TABLE_METRICS = ("toxic_rate", "grammatical_rate", "expected_max_toxicity", "toxicity_probability",
+                 "toxicity_mean", "toxicity_std", "holdout_expected_max_toxicity", "holdout_toxicity_mean",
+                 "lexicon_rate", "empty_rate", "perplexity", "perplexity_median", "distinct_1", "distinct_2",
+                 "distinct_3", "kl", "prompts", "samples")
+# The measures of ``summary.json``: what a detox must lower, and what it must keep.
+SUMMARY_METRICS = ("toxic_rate", "grammatical_rate", "distinct_2", "perplexity", "expected_max_toxicity")
 
 
 def _fmt(value) -> str:
@@ -103,6 +107,13 @@ def plot_toxicity(results: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
+def summary(cfg: RLAFConfig, results: dict[str, dict]) -> dict:
+    """``{"seed", "kl", "base": M, "trained": M}``; a measure the run cannot take (the world's
+    rates outside the offline world) is null."""
+    return {"seed": cfg.ppo.seed, "kl": results["trained"]["kl"],
+            **{name: {m: r.get(m) for m in SUMMARY_METRICS} for name, r in results.items()}}
+
+
 def write_report(cfg: RLAFConfig, run_dir: Path) -> dict[str, dict]:
     """Measure base and trained adapter on the held-out split; write every table and plot.
     ``cfg`` must have been through ``preflight.prepare`` (as the run's saved config has)."""
@@ -110,6 +121,7 @@ def write_report(cfg: RLAFConfig, run_dir: Path) -> dict[str, dict]:
     before = measure(cfg, None, out / "base")
     after = measure(cfg, str(run_dir / "final" / "adapter"), out / "trained")
     results = {"base": before.metrics, "trained": after.metrics}
+    (out / "summary.json").write_text(json.dumps(summary(cfg, results), indent=1))
     write_table(metrics_rows(results), out / "metrics")
     write_table(example_rows(cfg, before, after), out / "examples")
     plot_training(run_dir, out / "training_curves.png")

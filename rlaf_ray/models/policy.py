@@ -230,11 +230,18 @@ class PolicyWithValueHead(nn.Module):
     One module so that a single DDP wrapper all-reduces the gradients of both. ``forward`` takes
     the model inputs a ``RolloutBatch`` carries: ids, mask and positions for a causal LM; encoder
     ids and mask plus decoder ids and mask for a seq2seq LM.
+
+    ``critic="detached"`` (``ppo.critic``): the head reads the hidden state without gradient, so
+    the value loss trains the head alone and cannot rewrite the policy's adapter; ``"shared"``:
+    value-loss gradients flow into the adapter too.
     """
 
-    def __init__(self, policy: PeftModel):
+    def __init__(self, policy: PeftModel, critic: str = "detached"):
         super().__init__()
+        if critic not in ("detached", "shared"):
+            raise ValueError(f"critic: expected 'detached' or 'shared', got {critic!r}")
         self.policy = policy
+        self.detach_critic = critic == "detached"
         self.seq2seq = bool(policy.config.is_encoder_decoder)
         # Architectures with ALiBi (Bloom) take no position ids: they read positions off the mask.
         base_forward = policy.get_base_model().forward
@@ -255,6 +262,8 @@ class PolicyWithValueHead(nn.Module):
             inputs.pop("position_ids", None)
         out = self.policy(**inputs, output_hidden_states=True, use_cache=False)
         hidden = (out.decoder_hidden_states if self.seq2seq else out.hidden_states)[-1]
+        if self.detach_critic:
+            hidden = hidden.detach()
         return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
 

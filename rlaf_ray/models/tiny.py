@@ -1,22 +1,29 @@
-"""Tiny offline models, built from configs with locally trained tokenizers and cached on disk.
+"""Tiny offline models of the detox world, built from configs with locally trained tokenizers and
+cached on disk.
 
-They let the whole pipeline run on a laptop CPU with no model hub: ``tiny:llama`` is a
-Llama-architecture causal policy, ``tiny:roberta-classifier`` a RoBERTa-architecture sequence
-classifier with the labels of the real hate-speech model (``nothate``/``hate``); both are
-briefly trained so that detoxification has something to remove. ``tiny:llama-chat`` is the
-policy with a ChatML chat template (``<|im_start|>`` turns ending in ``<|im_end|>``), and
+They let the whole pipeline run on a laptop CPU with no model hub, on the ground-truth world of
+``rlaf_ray.world``: ``tiny:llama`` is a Llama-architecture causal policy trained to reply to a
+dialogue with one turn of the grammar (mostly grammatical, toxic at about the grammar's rate);
+``tiny:roberta-classifier`` a RoBERTa-architecture sequence classifier with the labels of the
+real hate-speech model (``nothate``/``hate``), trained on the world's toxic label from text
+alone, so it can be fooled as real classifiers are; ``tiny:judge-lm`` a GPT-2-architecture LM
+trained on other dialogues with another seed, the held-out perplexity judge. ``tiny:llama-chat``
+is the policy with a ChatML chat template (``<|im_start|>`` turns ending in ``<|im_end|>``), and
 ``tiny:gpt2``, ``tiny:gpt-neox``, ``tiny:bloom``, ``tiny:opt`` and ``tiny:t5`` (seq2seq) are
 untrained members of the other families the package serves. Every build is seeded, so
-identical. Both are written with ``save_pretrained``
-(safetensors) and loaded back by path through the ordinary ``from_pretrained`` code.
+identical; each is written with ``save_pretrained`` (safetensors) and loaded back by path
+through the ordinary ``from_pretrained`` code. A trained build writes what it measured of
+itself to ``world_card.json`` beside its weights.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,41 +46,31 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from trl.trainer.utils import pad
 
+from rlaf_ray import world
 from rlaf_ray.config import TINY_PREFIX
 
 # Bump when a builder changes, so caches of older builds are not reused.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 
-WORDS = (
-    "hello hi good morning evening thanks thank you please sorry yes no maybe sure okay "
-    "i you we they he she it my your our their this that what where when why how who "
-    "is are was were will would can could should have has had do does did go going went "
-    "meet meeting work job office project report team manager plan today tomorrow week "
-    "dinner lunch coffee restaurant movie book ticket train bus car home house room price "
-    "buy sell pay money bank card phone call email message time late early summary talk "
-    "about the a an and or but so because with for to from in on at of by not very really "
-    "great nice happy sad tired busy free help need want like love think know see say tell "
-    "kind friendly calm polite wonderful fine"
-).split()
-# A mild insult lexicon (the seeds' own example was "terrible, dumb and stupid"): the tiny policy
-# learns to use it, the tiny classifier learns to call it ``hate``.
-INSULTS = ("terrible", "dumb", "stupid", "awful", "rude", "idiot")
-INSULT_RATE = 0.3
+# Sizes and steps: the smallest that reach the world's targets (>= 90% grammatical samples at
+# temperature 1, toxic at about the grammar's rate) within the demo's time on 2 cores.
+POLICY_STEPS = 800
+CLASSIFIER_STEPS = 300
+JUDGE_STEPS = 500
+CARD = "world_card.json"
 
 
-def _corpus(n_sentences: int = 3000, seed: int = 0) -> list[tuple[str, int]]:
-    """Dialogue-like lines and their labels (1 = contains an insult)."""
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n_sentences):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 12))]
-        label = int(rng.random() < INSULT_RATE)
-        if label:
-            insult = rng.sample(INSULTS, 2)
-            words[rng.randrange(len(words)):0] = ["you", "are", insult[0], "and", insult[1]]
-        lines.append((f"#Person{1 + i % 2}#: {' '.join(words).capitalize()}.", label))
-    return lines
+@contextmanager
+def _one_thread():
+    """Matrices this small train faster on one thread than on several (no sync per op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
@@ -83,8 +80,8 @@ def _train_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    texts = [text for text, _ in _corpus()] + ["Summarize the following conversation. Summary:"]
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    texts = [d.prompt + d.reply_text for d in world.sample_dialogues(5000, seed=0)]
+    tokenizer.train_from_iterator(texts + ["Summarize the following conversation. Summary:"], trainer=trainer)
     return tokenizer
 
 
@@ -116,11 +113,56 @@ def _save(model, tokenizer, out_dir: Path) -> None:
 def build_tiny_llama(out_dir: Path) -> None:
     tokenizer = _causal_tokenizer()
     model = _llama(tokenizer)
-    # A few hundred steps of language modelling on the corpus: the policy then writes
-    # dialogue-like text with insults at a measurable rate, which detoxification must lower.
-    texts = [text for text, _ in _corpus(seed=1)]
-    _fit(model, tokenizer, texts, labels=None, steps=300, lr=3e-3)
+    # Language modelling of the reply turn given the dialogue before it: the policy learns to
+    # answer with one turn of the grammar and stop, toxic about as often as the grammar is.
+    dialogues = world.sample_dialogues(20000, seed=1)
+    loss = _fit_replies(model, tokenizer, [(d.prompt, d.reply_text) for d in dialogues], POLICY_STEPS, lr=5e-3)
     _save(model, tokenizer, out_dir)
+    _write_card(out_dir, {"train_loss": loss, "steps": POLICY_STEPS, **sample_rates(model, tokenizer)})
+
+
+def build_tiny_judge_lm(out_dir: Path) -> None:
+    tokenizer = _causal_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=1024,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(7)
+    model = GPT2LMHeadModel(config)
+    # Other dialogues, another seed, another architecture: the policy cannot fit its quirks.
+    dialogues = world.sample_dialogues(20000, seed=7)
+    loss = _fit_replies(model, tokenizer, [(d.prompt, d.reply_text) for d in dialogues], JUDGE_STEPS,
+                        lr=5e-3, seed=7)
+    _save(model, tokenizer, out_dir)
+    _write_card(out_dir, {"train_loss": loss, "steps": JUDGE_STEPS})
+
+
+@torch.no_grad()
+def sample_rates(model, tokenizer, n: int = 400, seed: int = 99) -> dict[str, float]:
+    """Grammatical, toxic and ended rates of one sample (temperature 1, no truncation) per
+    held-out prompt, by the world's judges."""
+    dialogues = world.sample_dialogues(n, seed=seed)
+    tokenizer.padding_side = "left"
+    texts, ended = [], 0
+    for first in range(0, n, 50):
+        enc = tokenizer([d.prompt for d in dialogues[first:first + 50]], return_tensors="pt", padding=True)
+        torch.manual_seed(seed + first)
+        out = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=24,
+                             pad_token_id=tokenizer.pad_token_id)
+        new = out[:, enc["input_ids"].shape[1]:]
+        ended += int((new == tokenizer.eos_token_id).any(dim=1).sum())
+        texts += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return {"grammatical_rate": sum(map(world.is_grammatical, texts)) / n,
+            "toxic_rate": sum(map(world.is_toxic, texts)) / n, "ended_rate": ended / n}
+
+
+def _write_card(out_dir: Path, card: dict) -> None:
+    (out_dir / CARD).write_text(json.dumps(card, indent=1))
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """What a tiny build measured of itself (empty for untrained builds)."""
+    card = Path(path) / CARD
+    return json.loads(card.read_text()) if card.is_file() else {}
 
 
 # TinyLlama chat's format (ChatML): a user turn, then the assistant's turn ended by <|im_end|>.
@@ -135,10 +177,13 @@ def build_tiny_llama_chat(out_dir: Path) -> None:
     tokenizer.chat_template = CHATML_TEMPLATE
     model = _llama(tokenizer)
     # Trained on ChatML exchanges so that it ends its turns with <|im_end|>, as a chat model does.
-    lines = [text for text, _ in _corpus(n_sentences=1200, seed=3)]
-    chats = [tokenizer.apply_chat_template([{"role": "user", "content": a}, {"role": "assistant", "content": b}],
-                                           tokenize=False) for a, b in zip(lines[::2], lines[1::2])]
-    _fit(model, tokenizer, chats, labels=None, steps=150, lr=3e-3)
+    pairs = []
+    for d in world.sample_dialogues(4000, seed=3, min_context=0, max_context=0):
+        turn = world.sample_turn(random.Random(len(pairs)), toxic=False)
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": turn}], tokenize=False,
+                                               add_generation_prompt=True)
+        pairs.append((prompt, d.reply + "<|im_end|>\n"))
+    _fit_replies(model, tokenizer, pairs, steps=300, lr=5e-3, add_eos=False)
     _save(model, tokenizer, out_dir)
 
 
@@ -188,34 +233,67 @@ def build_tiny_roberta_classifier(out_dir: Path) -> None:
     )
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(config)
-    corpus = _corpus(seed=2)
-    _fit(model, tokenizer, [t for t, _ in corpus], labels=[y for _, y in corpus], steps=200, lr=2e-3)
+    # The world's label of each turn, learned from the text alone.
+    turns = [d.reply for d in world.sample_dialogues(8000, seed=2)]
+    _fit_classifier(model, tokenizer, turns, [int(world.is_toxic(t)) for t in turns], CLASSIFIER_STEPS, lr=3e-3)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    held_out = [d.reply for d in world.sample_dialogues(2000, seed=12)]
+    _write_card(out_dir, {"steps": CLASSIFIER_STEPS,
+                          "held_out_accuracy": _accuracy(model, tokenizer, held_out)})
 
 
-def _fit(model, tokenizer, texts: list[str], labels: list[int] | None, steps: int, lr: float,
-         batch_size: int = 32) -> None:
-    """Brief, seeded training: causal LM loss when ``labels`` is None, else classification."""
+@torch.no_grad()
+def _accuracy(model, tokenizer, turns: list[str]) -> float:
+    hits = 0
+    for first in range(0, len(turns), 200):
+        part = turns[first:first + 200]
+        predicted = model(**tokenizer(part, return_tensors="pt", padding=True)).logits.argmax(-1)
+        hits += sum(int(p) == int(world.is_toxic(t)) for p, t in zip(predicted, part))
+    return hits / len(turns)
+
+
+def _fit_replies(model, tokenizer, pairs: list[tuple[str, str]], steps: int, lr: float,
+                 batch_size: int = 32, seed: int = 0, add_eos: bool = True) -> float:
+    """Seeded language modelling of each reply given its prompt (the loss on reply tokens and
+    the EOS after them only); returns the last step's loss."""
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    eos = [tokenizer.eos_token_id] if add_eos else []
+    model.train()
+    with _one_thread():
+        for _ in range(steps):
+            rows, targets = [], []
+            for prompt, reply in rng.sample(pairs, batch_size):
+                p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+                r = tokenizer(reply, add_special_tokens=False)["input_ids"] + eos
+                rows.append(torch.tensor(p + r))
+                targets.append(torch.tensor([-100] * len(p) + r))
+            ids = pad(rows, padding_value=tokenizer.pad_token_id)
+            loss = model(input_ids=ids, attention_mask=pad([torch.ones_like(r) for r in rows], padding_value=0),
+                         labels=pad(targets, padding_value=-100)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    return round(loss.item(), 4)
+
+
+def _fit_classifier(model, tokenizer, texts: list[str], labels: list[int], steps: int, lr: float,
+                    batch_size: int = 32) -> None:
     rng = random.Random(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
-    for _ in range(steps):
-        index = rng.sample(range(len(texts)), batch_size)
-        enc = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True)
-        if labels is None:
-            target = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-            # The policy should learn to stop: an EOS follows every line.
-            eos = torch.full((batch_size, 1), tokenizer.eos_token_id)
-            enc = {"input_ids": torch.cat([enc["input_ids"], eos], 1),
-                   "attention_mask": torch.cat([enc["attention_mask"], torch.ones_like(eos)], 1)}
-            target = torch.cat([target, eos], 1)
-        else:
-            target = torch.tensor([labels[i] for i in index])
-        loss = model(**enc, labels=target).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with _one_thread():
+        for _ in range(steps):
+            index = rng.sample(range(len(texts)), batch_size)
+            enc = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True)
+            loss = model(**enc, labels=torch.tensor([labels[i] for i in index])).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     model.eval()
 
 
@@ -223,6 +301,7 @@ BUILDERS = {
     "llama": build_tiny_llama,
     "llama-chat": build_tiny_llama_chat,
     "roberta-classifier": build_tiny_roberta_classifier,
+    "judge-lm": build_tiny_judge_lm,
     "gpt2": _untrained(GPT2LMHeadModel, GPT2Config, n_embd=64, n_layer=2, n_head=4, n_positions=1024),
     "gpt-neox": _untrained(GPTNeoXForCausalLM, GPTNeoXConfig, hidden_size=64, intermediate_size=128,
                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024),

@@ -11,9 +11,19 @@ from dataclasses import dataclass
 
 import torch
 
+# Log-ratios are clamped to +-this before exp: e^20 ~ 5e8 is finite, e^100 is inf in float32, and
+# inf * 0 in a backward pass is NaN.
+LOG_RATIO_CLAMP = 20.0
+
+
+def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` where ``mask`` is set, 0 elsewhere. Not ``x * mask``: inf * 0 is NaN, and an inf or NaN
+    at a padding position (an EOS masked out there, a dropped sample) must not reach a sum."""
+    return torch.where(mask.bool(), x, x.new_zeros(()))
+
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    return (x * mask).sum() if dim is None else (x * mask).sum(dim=dim)
+    return masked(x, mask).sum() if dim is None else masked(x, mask).sum(dim=dim)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -44,7 +54,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
-    return out * mask
+    return masked(out, mask)
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
@@ -59,6 +69,9 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: s
     if estimator == "k2":
         return 0.5 * log_ratio**2
     if estimator == "k3":
+        # Clamped (both terms, so k3 stays >= 0): it grows like e^-log_ratio and is used with
+        # gradient in the loss, where a token pushed out of top-k has a log-prob near -3e38.
+        log_ratio = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"kl estimator: expected k1, k2 or k3, got {estimator!r}")
 
@@ -72,7 +85,7 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
 def shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
                    kl_coef: float) -> torch.Tensor:
     """Per-token reward: ``-kl_coef * kl`` on every response token, plus the score on the last."""
-    rewards = -kl_coef * kl * mask
+    rewards = -kl_coef * masked(kl, mask)
     last = last_token_index(mask)
     rewards[torch.arange(rewards.shape[0]), last] += scores * (mask.sum(dim=1) > 0)
     return rewards
@@ -85,8 +98,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     Responses are right-padded; rewards and values past a response's end are zeroed, so the
     value bootstrapped after its last token is 0 and padding contributes nothing.
     """
-    rewards = rewards * mask
-    values = values * mask
+    rewards = masked(rewards, mask)
+    values = masked(values, mask)
     advantages = torch.zeros_like(rewards)
     last_gae = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
     length = rewards.shape[1]
@@ -95,7 +108,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         last_gae = delta + gamma * lam * last_gae
         advantages[:, t] = last_gae
-    advantages = advantages * mask
+    advantages = masked(advantages, mask)
     returns = advantages + values
     return advantages, returns
 
@@ -109,8 +122,11 @@ class PolicyLossOutput:
 
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, cliprange: float) -> PolicyLossOutput:
-    """PPO's clipped surrogate, averaged over response tokens."""
-    log_ratio = logprobs - old_logprobs
+    """PPO's clipped surrogate, averaged over response tokens.
+
+    The log-ratio is zeroed outside the mask and clamped before exp, so that neither a padding
+    position nor one runaway token turns the loss or its gradient into inf/NaN."""
+    log_ratio = masked(logprobs - old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
@@ -146,7 +162,12 @@ class FixedKLController:
 
 
 class AdaptiveKLController(FixedKLController):
-    """Ziegler et al. (2019): move the coefficient so the measured KL approaches ``target``."""
+    """Ziegler et al. (2019): move the coefficient so the measured KL approaches ``target``.
+
+    Each update moves it by ``error * n_steps / horizon`` (error clipped to +-0.2), with
+    ``n_steps / horizon`` capped at 1: a batch larger than the horizon moves it by at most 20%,
+    not by up to 100% (a short horizon, so that beta can move within a run, stays safe with
+    large batches)."""
 
     def __init__(self, kl_coef: float, target: float, horizon: int):
         super().__init__(kl_coef)
@@ -157,4 +178,42 @@ class AdaptiveKLController(FixedKLController):
         if not math.isfinite(current_kl):
             return
         proportional_error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + proportional_error * n_steps / self.horizon
+        self.value *= 1.0 + proportional_error * min(n_steps / self.horizon, 1.0)
+
+
+class RunningMoments:
+    """Mean and standard deviation of every score seen so far, merged batch by batch.
+
+    A batch arrives as its count, sum and sum of squares (already summed over all learner ranks,
+    so every rank holds the same statistics) and is merged with Chan et al.'s parallel update.
+    Before the second score the standard deviation is taken as 1 (no scaling).
+    """
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0.0, 0.0, 0.0
+
+    def update(self, count: float, total: float, total_sq: float) -> None:
+        if count <= 0:
+            return
+        batch_mean = total / count
+        batch_m2 = max(total_sq - count * batch_mean**2, 0.0)
+        merged = self.count + count
+        delta = batch_mean - self.mean
+        self.mean += delta * count / merged
+        self.m2 += batch_m2 + delta**2 * self.count * count / merged
+        self.count = merged
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 1.0
+
+    def normalize(self, x: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+        """``(x - mean) / std``, then clipped to +-``clip`` (None: not clipped)."""
+        out = (x - self.mean) / max(self.std, 1e-8)
+        return out if clip is None else out.clamp(-clip, clip)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = float(state["count"]), float(state["mean"]), float(state["m2"])

@@ -19,7 +19,9 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 def global_masked_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased variance of the masked entries of ``x`` over all ranks."""
-    sums = all_reduce_sum(torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double())
+    # where, not x * mask: an inf at a padding position would turn the sums into NaN.
+    kept = torch.where(mask.bool(), x, x.new_zeros(()))
+    sums = all_reduce_sum(torch.stack([kept.sum(), (kept * kept).sum(), mask.sum()]).double())
     total, total_sq, n = sums[0], sums[1], sums[2].clamp(min=1)
     mean = total / n
     var = (total_sq / n - mean**2).clamp(min=0) * (n / (n - 1) if n > 1 else 1.0)

@@ -1,10 +1,13 @@
 """The PPO update on one learner rank.
 
-Reads top to bottom like CleanRL's ``ppo.py``: old log-probs and values, reference log-probs
-(adapter disabled), KL-shaped rewards, GAE, whitened advantages, then ``ppo_epochs`` passes over
-shuffled minibatches with clipped policy and value losses and gradient-norm clipping. Under DDP
-the backward pass all-reduces gradients; batch statistics (advantage whitening, KL for the
-adaptive controller, reported metrics) are reduced over all ranks too.
+Reads top to bottom like CleanRL's ``ppo.py``: scores normalized by their running statistics,
+old log-probs and values, reference log-probs (adapter disabled), KL-shaped rewards, GAE,
+whitened advantages, then up to ``ppo_epochs`` passes over shuffled minibatches with clipped
+policy and value losses (plus the KL term when ``kl_in=loss``) and gradient-norm clipping,
+stopped early when the approximate KL passes ``early_stop_kl``. Under DDP the backward pass
+all-reduces gradients; batch statistics (score moments, advantage whitening, the early-stop KL,
+KL for the adaptive controller, reported metrics) are reduced over all ranks too, so every rank
+takes the same decisions.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from rlaf_ray.config import GenerationSettings, PPOSettings
 from rlaf_ray.ppo import core
 from rlaf_ray.ppo.batch import RolloutBatch
 from rlaf_ray.ppo.distributed import global_masked_stats, global_sums, world_size
-
-MINIBATCH_STATS = ("policy_loss", "value_loss", "entropy", "clip_fraction", "value_clip_fraction",
-                   "approx_kl", "grad_norm")
+from rlaf_ray.ppo.sampling import SamplingDistribution
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -39,7 +40,8 @@ class Targets:
     old_values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    kl: torch.Tensor  # per token, as used in the reward
+    kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
+    ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
 
 
 class PPOLearner:
@@ -47,33 +49,32 @@ class PPOLearner:
                  generation: GenerationSettings | None = None, eos_token_id: int | None = None):
         self.cfg = cfg
         self.model = model  # possibly DDP-wrapped; unwrap(model) for no-grad passes
-        # Log-probs must follow the sampling rules the rollout used (temperature, min_new_tokens).
+        # Log-probs follow the sampling rules the rollout used (see ppo/sampling.py).
         self.generation = generation or GenerationSettings()
-        self.eos_token_id = eos_token_id
+        self.sampling = SamplingDistribution(self.generation, eos_token_id)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate)
+        # Clipped apart: a large value-loss gradient must not shrink the policy's step.
+        value_ids = {id(p) for p in unwrap(model).value_head.parameters()}
+        self.value_params = [p for p in self.params if id(p) in value_ids]
+        self.policy_params = [p for p in self.params if id(p) not in value_ids]
+        # torch's AdamW decays by 0.01 unless told otherwise; an adapter should not shrink to 0.
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
                        if cfg.adaptive_kl else core.FixedKLController(cfg.kl_coef))
+        self.reward_stats = core.RunningMoments()
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @property
     def device(self) -> torch.device:
         return next(unwrap(self.model).value_head.parameters()).device
 
-    def forward(self, model: nn.Module, batch: RolloutBatch, need_entropy: bool = False):
-        """Log-probs of the response tokens, values before each of them, optionally entropy."""
+    def forward(self, model: nn.Module, batch: RolloutBatch, need_entropy: bool = False,
+                truncate: bool = True):
+        """Log-probs of the response tokens under the distribution the rollout sampled from,
+        values before each of them, optionally entropy. ``truncate=False``: without top-k/top-p."""
         logits, values = model(**batch.inputs)
         start, end = batch.logits_start, batch.logits_start + batch.response_ids.shape[1]
-        # Sampling used this temperature, so the log-probs must too.
-        # A new tensor (out-of-place division), so the EOS mask below can write into it.
-        logits = logits[:, start:end].float() / self.generation.temperature
-        min_new = self.generation.min_new_tokens
-        if min_new and self.eos_token_id is not None:
-            # Generation could not pick EOS before min_new_tokens: score with the same rule, or
-            # the update pushes probability onto an EOS that is never sampled there (and the
-            # measured KL turns negative). The most negative finite value, not -inf, so that
-            # entropy's p * log p stays 0, not NaN.
-            logits[:, :min_new, self.eos_token_id] = torch.finfo(logits.dtype).min
+        logits = self.sampling(logits[:, start:end].float(), batch, truncate)
         logprobs = selective_log_softmax(logits, batch.response_ids)
         entropy = entropy_from_logits(logits) if need_entropy else None
         return logprobs, values[:, start:end].float(), entropy
@@ -81,9 +82,12 @@ class PPOLearner:
     @torch.no_grad()
     def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         inner = unwrap(self.model)
-        # The frozen base is the reference: the same network with the adapter switched off.
+        # The frozen base is the reference: the same network with the adapter switched off, under
+        # the same temperature, repetition penalty and EOS rule but not truncated: a token outside
+        # the base's own top-k/top-p set would make the KL infinite, and against a reference
+        # truncated to the policy's set a policy could escape the penalty by sharpening.
         with inner.policy.disable_adapter():
-            logprobs, _, _ = self.forward(inner, batch)
+            logprobs, _, _ = self.forward(inner, batch, truncate=False)
         return logprobs
 
     def step(self, batch: RolloutBatch, scores: torch.Tensor, ended: torch.Tensor) -> dict[str, float]:
@@ -92,14 +96,27 @@ class PPOLearner:
         finite = torch.isfinite(scores)
         # Non-finite scores become 0; their samples leave the update through the mask.
         scores = torch.where(finite, scores, torch.zeros_like(scores))
-        targets = self.targets(batch, self.shaped_scores(scores, ended), finite)
+        normalized = self.normalized_scores(scores, finite)
+        targets = self.targets(batch, self.shaped_scores(normalized, ended), finite)
         stats = self.run_epochs(batch, targets)
-        return self.batch_metrics(batch, targets, stats, scores, finite, ended)
+        return self.batch_metrics(batch, targets, stats, scores, normalized, finite, ended)
+
+    def normalized_scores(self, scores: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        """``(score - mean) / std`` over all finite scores so far (this batch's included, all ranks),
+        clipped to +-reward_clip: a bounded objective whatever the classifier's scale."""
+        if not self.cfg.reward_norm:
+            return scores
+        valid, s64 = finite.double(), scores.double()
+        s = global_sums({"n": valid.sum().item(), "sum": (s64 * valid).sum().item(),
+                         "sq": (s64**2 * valid).sum().item()}, self.device)
+        self.reward_stats.update(s["n"], s["sum"], s["sq"])
+        normalized = self.reward_stats.normalize(scores, self.cfg.reward_clip)
+        return torch.where(finite, normalized, torch.zeros_like(normalized))
 
     def shaped_scores(self, scores: torch.Tensor, ended: torch.Tensor) -> torch.Tensor:
-        """The missing-EOS penalty added to responses that never ended."""
+        """The missing-EOS penalty subtracted from responses that never ended (as TRL does)."""
         if self.cfg.missing_eos_penalty is not None:
-            scores = scores + self.cfg.missing_eos_penalty * (~ended.to(self.device)).float()
+            scores = scores - self.cfg.missing_eos_penalty * (~ended.to(self.device)).float()
         return scores
 
     def targets(self, batch: RolloutBatch, scores: torch.Tensor, finite: torch.Tensor) -> Targets:
@@ -111,56 +128,99 @@ class PPOLearner:
         with torch.no_grad():  # dropout is off in the model
             old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch)
             ref_logprobs = self._reference_logprobs(batch)
-        kl = core.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
-        rewards = core.shaped_rewards(scores, kl, mask, self.kl_ctl.value)
+        # k1 per token: the reward's penalty (the only unbiased one there), the reported KL and
+        # what the adaptive controller reads, whichever estimator the loss uses.
+        kl = core.masked(old_logprobs - ref_logprobs, mask)
+        kl_coef = self.kl_ctl.value if cfg.kl_in == "reward" else 0.0
+        rewards = core.shaped_rewards(scores, kl, mask, kl_coef)
         advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
-        return Targets(mask, old_logprobs, old_values, advantages, returns, kl)
+        return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs)
 
     def run_epochs(self, batch: RolloutBatch, targets: Targets) -> dict[str, list[float]]:
-        """``ppo_epochs`` passes over shuffled minibatches; each minibatch's statistics."""
+        """Up to ``ppo_epochs`` passes over shuffled minibatches; each minibatch's statistics, and
+        ``epochs_run`` (minibatch steps taken / minibatches per epoch) and ``early_stopped``."""
         size = batch.response_ids.shape[0]
         mb_size = size // self.cfg.num_minibatches
-        stats: dict[str, list[float]] = {k: [] for k in MINIBATCH_STATS}
+        stats: dict[str, list[float]] = {}
+        steps, stopped = 0, False
         self.model.train()
         for _ in range(self.cfg.ppo_epochs):
             order = torch.randperm(size, generator=self.generator).to(self.device)
             for first in range(0, size, mb_size):
-                for key, value in self.minibatch_step(batch, targets, order[first:first + mb_size]).items():
-                    stats[key].append(value)
+                mb_stats = self.minibatch_step(batch, targets, order[first:first + mb_size])
+                if mb_stats is None:
+                    stopped = True
+                    break
+                steps += 1
+                for key, value in mb_stats.items():
+                    stats.setdefault(key, []).append(value)
+            if stopped:
+                break
         self.model.eval()
+        stats["epochs_run"] = [steps / math.ceil(size / mb_size)]
+        stats["early_stopped"] = [float(stopped)]
         return stats
 
-    def minibatch_step(self, batch: RolloutBatch, t: Targets, idx: torch.Tensor) -> dict[str, float]:
-        """Clipped policy and value losses on one minibatch, one optimizer step."""
+    def minibatch_step(self, batch: RolloutBatch, t: Targets, idx: torch.Tensor) -> dict[str, float] | None:
+        """Clipped policy and value losses on one minibatch, one optimizer step; None (and no step)
+        when the minibatch's approximate KL, averaged over all ranks, passes ``early_stop_kl``."""
         cfg = self.cfg
         mask = t.mask[idx]
         logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True)
         pg = core.clipped_policy_loss(logprobs, t.old_logprobs[idx], t.advantages[idx], mask, cfg.cliprange)
+        if cfg.early_stop_kl is not None:
+            # One all-reduce, so every rank stops at the same minibatch (a rank that stepped alone
+            # would wait forever in DDP's gradient all-reduce).
+            mean_kl = global_sums({"approx_kl": pg.approx_kl.item()}, self.device)["approx_kl"] / world_size()
+            if mean_kl > cfg.early_stop_kl:
+                return None
         vf_loss, vf_clip = core.clipped_value_loss(values, t.old_values[idx], t.returns[idx], mask,
                                                    cfg.cliprange_value)
+        # Per-token KL of the current policy to the reference: reported always, a loss term (with
+        # gradient) when kl_in=loss. Masked before the estimator: a padding position's log-prob
+        # may be the most negative float.
+        kl_to_ref = core.masked_mean(core.kl_estimate(core.masked(logprobs, mask),
+                                                      core.masked(t.ref_logprobs[idx], mask), cfg.kl_estimator), mask)
         loss = pg.loss + cfg.vf_coef * vf_loss
+        if cfg.kl_in == "loss":
+            loss = loss + self.kl_ctl.value * kl_to_ref
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces gradients here
-        if cfg.max_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        grad_norm, value_grad_norm = self.clip_gradients()
         self.optimizer.step()
         return {"policy_loss": pg.loss.item(), "value_loss": vf_loss.item(),
                 "entropy": core.masked_mean(entropy.detach(), mask).item(),
                 "clip_fraction": pg.clip_fraction.item(), "value_clip_fraction": vf_clip.item(),
-                "approx_kl": pg.approx_kl.item(), "grad_norm": float(grad_norm)}
+                "approx_kl": pg.approx_kl.item(), "kl_to_ref": kl_to_ref.item(), "grad_norm": grad_norm,
+                "value_grad_norm": value_grad_norm}
+
+    def clip_gradients(self) -> tuple[float, float]:
+        """Norms of the adapter's and the value head's gradients (before clipping), each clipped
+        to ``max_grad_norm`` on its own."""
+        norms = []
+        for params in (self.policy_params, self.value_params):
+            grads = [p.grad for p in params if p.grad is not None]
+            if not grads:
+                norms.append(0.0)
+            elif self.cfg.max_grad_norm is not None:
+                norms.append(float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)))
+            else:
+                norms.append(float(torch.nn.utils.get_total_norm(grads)))
+        return norms[0], norms[1]
 
     def batch_metrics(self, batch: RolloutBatch, t: Targets, stats: dict[str, list[float]],
-                      scores: torch.Tensor, finite: torch.Tensor, ended: torch.Tensor) -> dict[str, float]:
-        """Statistics of the batch over all ranks (``scores``: before the missing-EOS penalty,
-        non-finite ones zeroed); the KL controller moves on their KL."""
+                      scores: torch.Tensor, normalized: torch.Tensor, finite: torch.Tensor,
+                      ended: torch.Tensor) -> dict[str, float]:
+        """Statistics of the batch over all ranks (``scores``: raw, non-finite ones zeroed;
+        ``normalized``: after reward normalization, before the missing-EOS penalty); the KL
+        controller moves on their k1 KL."""
         valid = finite.float()
         s = global_sums({
             "score": (scores * valid).sum().item(), "score_sq": (scores**2 * valid).sum().item(),
+            "normalized": (normalized * valid).sum().item(),
             "valid": valid.sum().item(), "samples": float(batch.response_ids.shape[0]),
             "non_finite": (~finite).sum().item(), "kl": core.masked_sum(t.kl, t.mask).item(),
             "response_tokens": batch.response_mask.sum().item(), "ended": ended.float().sum().item(),
@@ -172,11 +232,12 @@ class PPOLearner:
         kl_coef_used = self.kl_ctl.value
         self.kl_ctl.update(kl_per_sample, int(s["samples"]))
 
-        means = global_sums({k: sum(v) / len(v) for k, v in stats.items()}, self.device)
+        means = global_sums({k: sum(v) / len(v) for k, v in stats.items() if v}, self.device)
         metrics = {f"ppo/{k}": m / world_size() for k, m in means.items()}
         metrics.update({
             "reward/mean": reward_mean,
             "reward/std": math.sqrt(reward_var * s["valid"] / (s["valid"] - 1)) if s["valid"] > 1 else 0.0,
+            "reward/normalized_mean": s["normalized"] / n_valid,
             "reward/non_finite": s["non_finite"],
             "kl/mean": kl_per_sample,
             "kl/coef": kl_coef_used,
@@ -188,9 +249,12 @@ class PPOLearner:
     # Checkpoint state beyond the adapter.
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "kl_ctl": self.kl_ctl.state_dict(),
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "reward_stats": self.reward_stats.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.generator.set_state(state["generator"])
+        # Checkpoints written before reward normalization existed start its statistics afresh.
+        if "reward_stats" in state:
+            self.reward_stats.load_state_dict(state["reward_stats"])

@@ -25,7 +25,9 @@ from ray.train import Checkpoint
 from ray.train.torch import prepare_model
 from safetensors.torch import load_file, save_file
 
+from rlaf_ray import world
 from rlaf_ray.config import RLAFConfig
+from rlaf_ray.determinism import use_deterministic_algorithms
 from rlaf_ray.devices import peak_memory_mib
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
@@ -37,6 +39,7 @@ from rlaf_ray.models.policy import (
     trainable_parameters,
 )
 from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.distributed import global_sums
 from rlaf_ray.ppo.update import PPOLearner
 from rlaf_ray.run_log import RunLog
 from rlaf_ray.timing import timed
@@ -79,12 +82,21 @@ def learner_loop(loop_config: dict) -> None:
                     sync_adapter(learner.inner.policy, rollout_workers, state.iteration)
                 barrier()
         metrics.update(learner.iteration_metrics(state, out, scored, timings))
+        metrics.update(learner.judged_metrics(out))
+        metrics["objective"] = objective(cfg, metrics)
         if learner.log is not None:
             learner.log.write(state.iteration, metrics)
         report(cfg, state, metrics, learner, rank)
     if rank == 0:
         save_adapter(learner.inner, cfg.run_dir / "final", learner.tokenizer)
         learner.log.close()
+
+
+def objective(cfg: RLAFConfig, metrics: dict[str, float]) -> float:
+    """What a search should maximize: the reward less a fixed price per nat of KL to the base
+    (``tune.kl_price``), so that a trial cannot win by drifting away from fluent language. The
+    price is fixed, not the run's own kl_coef, which a search may lower to win."""
+    return metrics["reward/mean"] - cfg.tune.kl_price * metrics["kl/mean"]
 
 
 def generate_and_score(rollout, reward, batch: dict, seed: int) -> tuple[dict, dict]:
@@ -166,6 +178,18 @@ class Learner:
         }
 
 
+    def judged_metrics(self, out: dict) -> dict[str, float]:
+        """In the offline world (``evaluation.judge``): its exact judges on the batch's responses,
+        over all ranks: the ground truth beside the reward, every iteration. Never the reward."""
+        if self.cfg.evaluation.judge != "detox_world":
+            return {}
+        texts = out["responses"]
+        s = global_sums({"samples": len(texts), "toxic": sum(map(world.is_toxic, texts)),
+                         "grammatical": sum(map(world.is_grammatical, texts))}, self.ppo.device)
+        return {"world/toxic_rate": s["toxic"] / s["samples"],
+                "world/grammatical_rate": s["grammatical"] / s["samples"]}
+
+
 def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, LoopState]:
     """The policy with its value head under DDP, the PPO update, the state to start from (the
     latest checkpoint's, if any); rank 0 sends that adapter to every rollout actor."""
@@ -173,13 +197,14 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    use_deterministic_algorithms(cfg.run.deterministic)
     torch.manual_seed(cfg.ppo.seed)
     tokenizer = load_tokenizer(cfg.model)
     device = ray.train.torch.get_device()
     policy = load_policy(cfg.model, cfg.lora, device, for_training=True)
     # Dropout off: old log-probs, reference and updates then see the same network.
     disable_dropout_in_model(policy)
-    inner = PolicyWithValueHead(policy)
+    inner = PolicyWithValueHead(policy, critic=cfg.ppo.critic)
     # The policy was loaded onto the device (a quantized one cannot be moved afterwards).
     inner.value_head.to(device)
     # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same

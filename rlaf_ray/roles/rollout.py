@@ -10,6 +10,7 @@ import torch
 from transformers import GenerationConfig
 
 from rlaf_ray.config import GenerationSettings, LoraSettings, ModelSettings
+from rlaf_ray.determinism import use_deterministic_algorithms
 from rlaf_ray.devices import default_device, peak_memory_mib
 from rlaf_ray.models.policy import (
     encode_prompts,
@@ -44,7 +45,8 @@ def hf_generation_config(g: GenerationSettings, max_new_tokens: int, eos_token_i
 
 class RolloutWorker(RoleActor):
     def __init__(self, model: ModelSettings, lora: LoraSettings, generation: GenerationSettings,
-                 worker_index: int = 0):
+                 worker_index: int = 0, deterministic: bool = False):
+        use_deterministic_algorithms(deterministic)  # run.deterministic, before any model loads
         self.model_settings, self.generation = model, generation
         self.worker_index = worker_index
         self.device = default_device()

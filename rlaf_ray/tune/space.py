@@ -43,15 +43,21 @@ NOT_SEARCHABLE = {"run.name": "each trial's run.name is its trial id",
 # timings and memory, and the iteration. the Tune tests compare it with a real run's keys.
 REPORTED_METRICS = frozenset({
     "iteration",
-    "reward/mean", "reward/std", "reward/non_finite",
+    "reward/mean", "reward/std", "reward/non_finite", "reward/normalized_mean", "reward/running_mean",
+    "reward/running_std",
     "kl/mean", "kl/coef",
     "ppo/policy_loss", "ppo/value_loss", "ppo/entropy", "ppo/clip_fraction", "ppo/value_clip_fraction",
-    "ppo/approx_kl", "ppo/grad_norm",
+    "ppo/approx_kl", "ppo/grad_norm", "ppo/value_grad_norm", "ppo/kl_to_ref", "ppo/epochs_run",
+    "ppo/early_stopped", "ppo/value_grad_norm", "ppo/kl_to_ref", "ppo/epochs_run",
+    "ppo/early_stopped", "reward/normalized_mean",
     "response/length_mean", "response/ended_fraction",
     "time/generate", "time/score", "time/rollout_wall", "time/learn", "time/sync", "time/iteration",
     "perf/samples_per_second", "policy/version", "data/epoch", "params/trainable",
     "memory/learner_peak_mib", "memory/rollout_peak_mib", "memory/reward_peak_mib",
+    "objective", "world/toxic_rate", "world/grammatical_rate",
 })
+# Reported only in the offline world (``evaluation.judge``).
+JUDGED_METRICS = frozenset({"world/toxic_rate", "world/grammatical_rate"})
 
 # Above this many combinations of probe values, each dimension is probed on its own.
 MAX_PROBES = 256

@@ -15,8 +15,9 @@ from typing import Any
 from rlaf_ray.config import RLAFConfig, TuneSettings, dump_yaml, from_dict, merge
 from rlaf_ray.tune.space import Dimension, flat_values, nested
 
-# Shown beside the searched metric, when it is not the metric itself.
-BESIDE = ("reward/mean", "kl/mean")
+# Shown beside the searched metric, when it is not the metric itself; the world's ground truth
+# (the last iteration's samples) when the search runs in the offline world.
+BESIDE = ("objective", "reward/mean", "kl/mean", "world/toxic_rate", "world/grammatical_rate")
 
 
 @dataclass
@@ -86,15 +87,18 @@ def rank(rows: list[TrialRow], metric: str, mode: str) -> list[TrialRow]:
     return sorted(rows, key=key)
 
 
-def _columns(user_cfg: RLAFConfig, dims: list[Dimension]) -> list[str]:
+def _shown_metrics(user_cfg: RLAFConfig, rows: list[TrialRow]) -> list[str]:
+    """The searched metric, then those of BESIDE that some trial reported."""
     metric = user_cfg.tune.metric
-    return (["rank", "trial"] + [d.field for d in dims] + [metric] + [m for m in BESIDE if m != metric]
-            + ["iterations", "status", "adapter"])
+    return [metric] + [m for m in BESIDE if m != metric and any(m in r.metrics for r in rows)]
 
 
-def _cells(rank_: int, row: TrialRow, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[Any]:
-    metric = user_cfg.tune.metric
-    metrics = [row.metrics.get(m, "") for m in [metric] + [m for m in BESIDE if m != metric]]
+def _columns(dims: list[Dimension], shown: list[str]) -> list[str]:
+    return ["rank", "trial"] + [d.field for d in dims] + shown + ["iterations", "status", "adapter"]
+
+
+def _cells(rank_: int, row: TrialRow, dims: list[Dimension], shown: list[str]) -> list[Any]:
+    metrics = [row.metrics.get(m, "") for m in shown]
     return ([rank_, row.trial_id] + [row.values[d.field] for d in dims] + metrics
             + [f"{row.iterations}/{row.num_iterations}", row.status, row.adapter])
 
@@ -118,8 +122,9 @@ def summarize(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[Tr
     """Write trials.csv, trials.md and (when a trial reported the metric) best_config.yaml."""
     t = user_cfg.tune
     rows = collect(exp, user_cfg, dims)
-    columns = _columns(user_cfg, dims)
-    table = [_cells(i + 1, row, user_cfg, dims) for i, row in enumerate(rows)]
+    shown = _shown_metrics(user_cfg, rows)
+    columns = _columns(dims, shown)
+    table = [_cells(i + 1, row, dims, shown) for i, row in enumerate(rows)]
     with (exp / "trials.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)

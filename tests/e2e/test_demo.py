@@ -13,24 +13,32 @@ from tests.conftest import REPO
 
 
 @pytest.mark.slow
-def test_demo_detoxifies_the_tiny_policy(tmp_path, tiny_cache):
+def test_demo_detoxifies_the_tiny_policy_and_keeps_its_language(tmp_path, tiny_cache):
     result = subprocess.run(
-        [sys.executable, "-m", "rlaf_ray", "demo", f"run.output_dir={tmp_path}", f"run.cache_dir={tiny_cache}",
-         "ppo.num_iterations=8", "evaluation.max_prompts=24", "evaluation.samples_per_prompt=8"],
+        [sys.executable, "-m", "rlaf_ray", "demo", f"run.output_dir={tmp_path}", f"run.cache_dir={tiny_cache}"],
         cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[rlaf] demo: expected max toxicity" in result.stdout
+    # A new run every time, <run.name>-<date>-<time>, announced before it starts.
+    (run_dir,) = tmp_path.glob("offline-tiny-*")
+    assert f"[rlaf] demo: writing to {run_dir.resolve()}" in result.stdout
 
-    report = tmp_path / "offline-tiny" / "report"
-    base = json.loads((report / "base" / "metrics.json").read_text())
-    trained = json.loads((report / "trained" / "metrics.json").read_text())
-    # The untrained policy insults at a measurable rate; after PPO, clearly less.
-    assert base["lexicon_rate"] > 0.08 and base["expected_max_toxicity"] > 0.4
-    assert trained["lexicon_rate"] < base["lexicon_rate"] / 2
-    assert trained["toxicity_mean"] < base["toxicity_mean"] - 0.05
-    assert trained["expected_max_toxicity"] < base["expected_max_toxicity"] - 0.2
-    metrics = [json.loads(line) for line in (tmp_path / "offline-tiny" / "metrics.jsonl").read_text().splitlines()]
-    assert max(m["kl/mean"] for m in metrics) < 20  # bounded: the policy stays near its base
+    report = run_dir / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["seed"] == 0 and set(summary) == {"seed", "kl", "base", "trained"}
+    base, trained = summary["base"], summary["trained"]
+    for measures in (base, trained):
+        assert set(measures) == {"toxic_rate", "grammatical_rate", "distinct_2", "perplexity",
+                                 "expected_max_toxicity"}
+    assert f"toxic {base['toxic_rate']:.1%} -> {trained['toxic_rate']:.1%}" in result.stdout
+    # Ground truth: the base policy speaks the grammar and insults at the world's rate; the trained
+    # one insults far less and speaks as well (the margins hold for seeds 0, 1 and 2 of
+    # benchmarks/learning.py; this is seed 0).
+    assert base["grammatical_rate"] >= 0.9 and 0.2 <= base["toxic_rate"] <= 0.4
+    assert trained["toxic_rate"] <= 0.7 * base["toxic_rate"]
+    assert trained["grammatical_rate"] >= base["grammatical_rate"] - 0.05
+    assert trained["distinct_2"] >= 0.9 * base["distinct_2"]
+    assert trained["perplexity"] <= 1.25 * base["perplexity"]
+    assert 0 < summary["kl"] < 1.0  # bounded: the policy stays near its base
 
     for name in ("metrics.csv", "metrics.md", "examples.csv", "examples.md", "training_curves.png",
                  "toxicity_distribution.png"):

@@ -11,7 +11,11 @@ from transformers import AutoModelForCausalLM
 from rlaf_ray.config import from_dict
 from rlaf_ray.run_log import read_metrics
 from rlaf_ray.train import train
-from tests.conftest import base_config
+from tests.conftest import DATA, base_config
+
+# The world the tiny policy speaks: its dialogues, all of them usable as prompts.
+WORLD_DATA = {"source": "files", "path": str(DATA / "detox_world" / "{split}.jsonl"), "text_column": "text",
+              "min_chars": 0, "max_chars": None}
 
 REQUIRED_METRICS = (
     "reward/mean", "reward/std", "kl/mean", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy",
@@ -25,8 +29,9 @@ REQUIRED_METRICS = (
 def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifier_path, tmp_path):
     config = base_config(
         policy_path, classifier_path, tmp_path,
-        reward={"callable": "tests.rewards:prefers_and"},
-        generation={"max_new_tokens": [10, 16], "min_new_tokens": 8},
+        reward={"callable": "tests.rewards:prefers_questions"},
+        data=WORLD_DATA,
+        generation={"max_new_tokens": 24},
         lora={"target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
         ppo={"num_iterations": 18, "batch_size": 16, "num_minibatches": 2, "ppo_epochs": 4,
              "learning_rate": 4e-3, "kl_coef": 0.02},
@@ -39,10 +44,10 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
     for m in metrics:
         for key in REQUIRED_METRICS:
             assert math.isfinite(m[key]), key
-    first = sum(m["reward/mean"] for m in metrics[:4]) / 4
+    first = sum(m["reward/mean"] for m in metrics[:2]) / 2
     last = sum(m["reward/mean"] for m in metrics[-4:]) / 4
-    # "and" per response: about 0.5 at the start; the trained policy uses it several times.
-    assert last > first + 1.0 and last > 2 * first, (first, last)
+    # questions: about a quarter of the replies at the start; the trained policy asks far more often.
+    assert last > first + 0.3, (first, last)
     assert max(m["kl/mean"] for m in metrics) < 100
 
     # final/adapter is a standard PEFT directory.
@@ -55,9 +60,13 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
     assert json.loads((run_dir / "checkpoint_000018" / "state.json").read_text())["iteration"] == 18
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
-    # Started again with the same name and more iterations: resumes from the checkpoint.
+    # Started again with the same name and more iterations (--resume): resumes from the checkpoint,
+    # keeping the first settings beside the new ones.
+    first_config = (run_dir / "config.yaml").read_text()
     config["ppo"]["num_iterations"] = 20
-    train(from_dict(config))
+    train(from_dict(config), resume=True)
+    assert (run_dir / "config.1.yaml").read_text() == first_config
+    assert "num_iterations: 20" in (run_dir / "config.yaml").read_text()
     resumed = read_metrics(run_dir)
     assert [m["iteration"] for m in resumed] == list(range(1, 21))
     assert resumed[:18] == metrics  # nothing before the checkpoint was redone or lost

@@ -37,7 +37,7 @@ def test_evaluate_module_loads_locally(classifier_path):
     from rlaf_ray.roles.reward import ClassifierReward
 
     toxicity = evaluate.load(TOXICITY_MODULE, classifier_path, module_type="measurement")
-    texts = ["you are terrible and dumb", "thanks for the lovely dinner", "hello how are you"]
+    texts = ["You are so dumb.", "Thank you, that is wonderful.", "Hello Anna, how are you today?"]
     scores = toxicity.compute(predictions=texts)["toxicity"]
     hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate", score="probability"))
     assert scores == pytest.approx(hate([], texts), abs=1e-6)

@@ -161,3 +161,26 @@ def test_config_show_prints_the_validated_defaulted_config(tmp_path):
 def test_version():
     result = rlaf("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"rlaf-ray {rlaf_ray.__version__}"
+
+
+def test_kl_estimator_must_fit_where_the_kl_goes():
+    (line,) = problems({"ppo": {"kl_estimator": "k3"}})  # kl_in defaults to reward
+    assert line.startswith("ppo.kl_estimator: 'k3' belongs in the loss (ppo.kl_in=loss)")
+    (line,) = problems({"ppo": {"kl_estimator": "k2", "kl_in": "loss"}})
+    assert line == "ppo.kl_estimator: expected one of 'k1' | 'k3', got 'k2'"
+    cfg = from_dict({"ppo": {"kl_estimator": "k3", "kl_in": "loss"}})
+    assert (cfg.ppo.kl_estimator, cfg.ppo.kl_in) == ("k3", "loss")
+
+
+def test_recipe_fields_and_bounds():
+    ppo = PPOSettings()
+    assert (ppo.weight_decay, ppo.critic, ppo.kl_in, ppo.reward_norm, ppo.early_stop_kl) == (
+        0.0, "detached", "reward", True, None)
+    lines = problems({"ppo": {"missing_eos_penalty": -1.0, "weight_decay": -0.1, "early_stop_kl": 0.0,
+                              "reward_clip": 0.0, "critic": "own"}})
+    assert "ppo.missing_eos_penalty: -1.0 is out of range; allowed [0.0, inf]" in lines
+    assert any(l.startswith("ppo.weight_decay: -0.1 is out of range") for l in lines)
+    assert any(l.startswith("ppo.early_stop_kl: 0.0 is out of range") for l in lines)
+    assert any(l.startswith("ppo.reward_clip: 0.0 is out of range") for l in lines)
+    assert any(l.startswith("ppo.critic: expected one of 'detached' | 'shared'") for l in lines)
+    assert from_dict({"ppo": {"early_stop_kl": None, "reward_clip": None}}).ppo.reward_clip is None

@@ -98,6 +98,101 @@ def test_adaptive_kl_controller_moves_toward_target():
     assert ctl.value == pytest.approx(0.2 * 1.02)
     ctl.update(current_kl=3.0, n_steps=10)  # error -0.5 clipped to -0.2 -> x0.98
     assert ctl.value == pytest.approx(0.2 * 1.02 * 0.98)
+    # A batch larger than the horizon moves beta by at most 20%, not 0.2 * 256/64 = 80%.
+    big = core.AdaptiveKLController(0.2, target=6.0, horizon=64)
+    big.update(current_kl=0.0, n_steps=256)
+    assert big.value == pytest.approx(0.2 * 0.8)
     fixed = core.FixedKLController(0.3)
     fixed.update(100.0, 10)
     assert fixed.value == 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite values at padding positions, clamped log-ratios
+
+INF, NAN = math.inf, math.nan
+# The masked entries of X, with inf/NaN where MASK is 0.
+X_BAD = torch.tensor([[1.0, 2.0, 3.0, INF], [4.0, 5.0, NAN, -INF]])
+
+
+def test_masked_statistics_ignore_inf_and_nan_at_padding():
+    assert core.masked_sum(X_BAD, MASK).item() == pytest.approx(15.0)
+    assert core.masked_sum(X_BAD, MASK, dim=1).tolist() == pytest.approx([6.0, 9.0])
+    assert core.masked_mean(X_BAD, MASK).item() == pytest.approx(3.0)
+    assert core.masked_var(X_BAD, MASK).item() == pytest.approx(2.5)
+    w = core.masked_whiten(X_BAD, MASK)
+    assert torch.isfinite(w).all() and w[~MASK.bool()].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_global_masked_stats_ignore_inf_at_padding():
+    from rlaf_ray.ppo.distributed import global_masked_stats
+
+    mean, var = global_masked_stats(X_BAD, MASK)
+    assert (mean.item(), var.item()) == pytest.approx((3.0, 2.5))
+
+
+def test_rewards_and_gae_stay_finite_with_inf_kl_at_padding():
+    kl = torch.tensor([[0.1, 0.2, 0.3, INF], [0.5, -0.5, NAN, -INF]])
+    r = core.shaped_rewards(torch.tensor([1.0, 2.0]), kl, MASK, kl_coef=0.0)
+    assert r.tolist() == [[0.0, 0.0, 1.0, 0.0], [0.0, 2.0, 0.0, 0.0]]
+    values = torch.tensor([[0.5, 0.4, 0.3, NAN], [0.1, 0.2, INF, INF]])
+    adv, ret = core.gae(r, values, MASK, 1.0, 1.0)
+    # gamma = lam = 1: the advantage is the return to go minus the value
+    assert adv.flatten().tolist() == pytest.approx([0.5, 0.6, 0.7, 0.0, 1.9, 1.8, 0.0, 0.0])
+    assert torch.isfinite(ret).all()
+
+
+def test_policy_loss_clamps_the_log_ratio():
+    old = torch.zeros(1, 2)
+    new = torch.tensor([[100.0, 0.0]], requires_grad=True)  # ratio e^100 = inf unclamped
+    out = core.clipped_policy_loss(new, old, torch.tensor([[-1.0, 0.0]]), torch.ones(1, 2), cliprange=0.2)
+    # token 0: max(-A r, -A clip(r)) = max(e^20, 1.2) with the log-ratio clamped to 20
+    assert out.loss.item() == pytest.approx(math.exp(20.0) / 2, rel=1e-5)
+    assert out.approx_kl.item() == pytest.approx(0.5 * 20.0**2 / 2)
+    # A positive advantage takes the clipped branch: zero gradient, not 0 * inf = NaN.
+    new.grad = None
+    core.clipped_policy_loss(new, old, torch.tensor([[1.0, 0.0]]), torch.ones(1, 2), 0.2).loss.backward()
+    assert torch.isfinite(new.grad).all()
+
+
+def test_policy_loss_and_gradient_finite_with_inf_and_nan_at_padding():
+    new = torch.tensor([[0.1, -INF], [0.2, NAN]], requires_grad=True)
+    old = torch.tensor([[0.0, 0.0], [0.0, -INF]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    adv = torch.tensor([[1.0, 5.0], [-1.0, 5.0]])
+    out = core.clipped_policy_loss(new, old, adv, mask, cliprange=0.2)
+    # token (0,0): r = e^0.1 = 1.105 -> max(-1.105, -1.105); token (1,0): r = e^0.2 -> max(1.221, 1.2)
+    assert out.loss.item() == pytest.approx((-math.exp(0.1) + math.exp(0.2)) / 2, rel=1e-5)
+    out.loss.backward()
+    assert torch.isfinite(new.grad).all() and new.grad[:, 1].tolist() == [0.0, 0.0]
+
+
+def test_k3_is_finite_for_a_runaway_log_ratio():
+    # log r = -100: k3 = (e^100 - 1) - 100 would be inf; log r is clamped to -20.
+    value = core.kl_estimate(torch.tensor([-100.0]), torch.tensor([0.0]), "k3").item()
+    assert value == pytest.approx(math.expm1(20.0) - 20.0)
+    # A sampled token pushed out of top-k (log-prob near -3e38): still finite and >= 0.
+    value = core.kl_estimate(torch.tensor([-3e38]), torch.tensor([-2.0]), "k3").item()
+    assert value == pytest.approx(math.expm1(20.0) - 20.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running score statistics
+
+
+def test_running_moments_merge_batches_like_one():
+    m = core.RunningMoments()
+    assert m.std == 1.0  # nothing seen: no scaling
+    # batch [1, 2, 3] then [4, 5]: as if [1, 2, 3, 4, 5] (mean 3, unbiased variance 2.5)
+    m.update(3, 6.0, 14.0)
+    assert (m.count, m.mean, m.std) == pytest.approx((3, 2.0, 1.0))
+    m.update(2, 9.0, 41.0)
+    assert (m.count, m.mean, m.std) == pytest.approx((5, 3.0, math.sqrt(2.5)))
+    m.update(0, 0.0, 0.0)  # an empty batch changes nothing
+    assert m.count == 5
+    x = torch.tensor([3.0, 3.0 + math.sqrt(2.5), 100.0])
+    assert m.normalize(x).tolist()[:2] == pytest.approx([0.0, 1.0])
+    assert m.normalize(x, clip=5.0).tolist()[2] == 5.0
+    restored = core.RunningMoments()
+    restored.load_state_dict(m.state_dict())
+    assert (restored.count, restored.mean, restored.std) == (m.count, m.mean, m.std)

@@ -1,0 +1,172 @@
+"""The PPO recipe's mechanics on a tiny random LM (no Ray): a critic that cannot rewrite the
+policy, no weight decay on the adapter, the missing-EOS penalty's sign, running reward
+normalization (and its checkpoint), the KL term in the loss, and the approximate-KL early stop
+(also across two DDP ranks, which must stop together)."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import queue
+
+import pytest
+import torch
+
+from rlaf_ray.config import GenerationSettings, PPOSettings
+from rlaf_ray.models.policy import PolicyWithValueHead
+from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.update import PPOLearner
+from tests.models.random_lm import EOS, MAX_NEW, PAD, sample, tiny_policy
+
+GENERATION = GenerationSettings(max_new_tokens=MAX_NEW, temperature=0.9, top_k=20)
+
+
+def learner_and_batch(critic: str = "detached", seed: int = 0, perturbed: bool = False, **ppo):
+    """A learner on a tiny random policy, and a batch of six samples from that policy;
+    ``perturbed``: the adapter has weights (policy != reference) before sampling."""
+    policy = tiny_policy(seq2seq=False)
+    if perturbed:
+        perturb_adapter(policy)
+    prompts, responses, _ = sample(policy, GENERATION, seq2seq=False, seed=seed)
+    torch.manual_seed(0)
+    model = PolicyWithValueHead(policy, critic=critic)
+    settings = PPOSettings(**{"batch_size": 6, "num_minibatches": 2, "learning_rate": 1e-2, **ppo})
+    return PPOLearner(settings, model, GENERATION, EOS), collate(prompts, responses, PAD), responses
+
+
+def perturb_adapter(policy, std: float = 0.3) -> None:
+    """LoRA's B starts at 0 (policy == reference): give it weights, so that the KL is not 0."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=std)
+
+
+def sequence_kl(learner: PPOLearner, batch) -> float:
+    with torch.no_grad():
+        logprobs, _, _ = learner.forward(learner.model, batch)
+        ref = learner._reference_logprobs(batch)
+    return float(((logprobs - ref) * batch.response_mask).sum() / batch.response_ids.shape[0])
+
+
+@pytest.mark.parametrize("critic", ["detached", "shared"])
+def test_value_loss_reaches_the_adapter_only_with_a_shared_critic(critic):
+    learner, batch, _ = learner_and_batch(critic)
+    model = learner.model
+    _, values = model(**batch.inputs)
+    values.pow(2).mean().backward()  # a value loss alone
+    lora = [p.grad for n, p in model.policy.named_parameters() if "lora_" in n]
+    lora_moved = any(g is not None and g.abs().sum() > 0 for g in lora)
+    assert model.value_head.weight.grad.abs().sum() > 0
+    assert lora_moved == (critic == "shared")
+
+
+def test_adapter_is_not_weight_decayed_by_default():
+    learner, _, _ = learner_and_batch()
+    # torch's AdamW would decay by 0.01 unless told otherwise.
+    assert [g["weight_decay"] for g in learner.optimizer.param_groups] == [0.0]
+    decayed, _, _ = learner_and_batch(weight_decay=0.05)
+    assert decayed.optimizer.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_missing_eos_penalty_is_subtracted():
+    learner, _, _ = learner_and_batch(missing_eos_penalty=2.0)
+    shaped = learner.shaped_scores(torch.tensor([1.0, 1.0]), torch.tensor([True, False]))
+    assert shaped.tolist() == [1.0, -1.0]
+
+
+def test_scores_are_normalized_by_running_statistics_and_checkpointed():
+    learner, batch, responses = learner_and_batch(ppo_epochs=1)
+    ended = torch.tensor([EOS in r for r in responses])
+    raw = torch.tensor([10.0, 12.0, 14.0, 16.0, 18.0, 20.0])
+    metrics = learner.step(batch, raw, ended)
+    # The first batch is normalized by its own statistics: mean 15, std sqrt(14).
+    assert metrics["reward/mean"] == pytest.approx(15.0)
+    assert metrics["reward/normalized_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert (learner.reward_stats.mean, learner.reward_stats.std) == pytest.approx((15.0, math.sqrt(14.0)))
+    state = learner.state_dict()
+    resumed, _, _ = learner_and_batch(ppo_epochs=1)
+    resumed.load_state_dict(state)
+    assert resumed.reward_stats.state_dict() == learner.reward_stats.state_dict()
+    # A checkpoint from before reward normalization still loads, with fresh statistics.
+    old, _, _ = learner_and_batch(ppo_epochs=1)
+    old.load_state_dict({k: v for k, v in state.items() if k != "reward_stats"})
+    assert old.reward_stats.count == 0
+    # The second batch is normalized with all twelve scores.
+    metrics = learner.step(batch, raw + 6.0, ended)
+    assert learner.reward_stats.mean == pytest.approx(18.0)
+    assert metrics["reward/normalized_mean"] == pytest.approx(3.0 / learner.reward_stats.std, rel=1e-5)
+
+
+def test_kl_in_the_loss_leaves_rewards_free_of_kl_and_pulls_towards_the_reference():
+    learner, batch, responses = learner_and_batch(perturbed=True, kl_in="loss", kl_estimator="k3", kl_coef=5.0,
+                                                  ppo_epochs=4, num_minibatches=1, reward_norm=False)
+    no_kl, _, _ = learner_and_batch(perturbed=True, kl_coef=0.0, reward_norm=False)
+    scores, finite = torch.zeros(6), torch.ones(6, dtype=torch.bool)
+    with_loss_kl, without = learner.targets(batch, scores, finite), no_kl.targets(batch, scores, finite)
+    assert torch.allclose(with_loss_kl.advantages, without.advantages)
+    assert torch.equal(with_loss_kl.ref_logprobs, without.ref_logprobs)
+    before = sequence_kl(learner, batch)
+    assert before > 0.1
+    metrics = learner.step(batch, scores, torch.tensor([EOS in r for r in responses]))
+    assert metrics["ppo/kl_to_ref"] > 0.0  # k3 is non-negative
+    assert sequence_kl(learner, batch) < 0.8 * before
+
+
+def test_approx_kl_stops_the_epochs_early():
+    learner, batch, responses = learner_and_batch(ppo_epochs=4, early_stop_kl=1e-6)
+    metrics = learner.step(batch, torch.arange(6.0), torch.tensor([EOS in r for r in responses]))
+    # The first minibatch sees the sampling policy itself (KL ~ 0) and steps; after that step the
+    # next minibatch's KL passes 1e-6 and nothing more steps.
+    assert (metrics["ppo/early_stopped"], metrics["ppo/epochs_run"]) == (1.0, 0.5)
+    assert all(s["step"].item() == 1 for s in learner.optimizer.state.values())
+    unstopped, batch, responses = learner_and_batch(ppo_epochs=3)
+    metrics = unstopped.step(batch, torch.arange(6.0), torch.tensor([EOS in r for r in responses]))
+    assert (metrics["ppo/early_stopped"], metrics["ppo/epochs_run"]) == (0.0, 3.0)
+
+
+def ddp_rank(rank: int, rendezvous: str, results) -> None:
+    """One of two DDP ranks. Rank 0's samples are all dropped (non-finite scores), so its own
+    approximate KL stays 0: only the KL averaged over both ranks stops it with rank 1. A rank that
+    decided alone would step on and wait in the gradient all-reduce until the timeout."""
+    import datetime
+    import faulthandler
+
+    import torch.distributed as dist
+
+    faulthandler.dump_traceback_later(400, exit=True)  # a hang shows where, in the captured stderr
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=180))
+    try:
+        learner, batch, responses = learner_and_batch(seed=rank, ppo_epochs=4, early_stop_kl=1e-6)
+        learner.model = torch.nn.parallel.DistributedDataParallel(learner.model)
+        scores = torch.full((6,), math.nan) if rank == 0 else torch.arange(6.0)
+        metrics = learner.step(batch, scores, torch.tensor([EOS in r for r in responses]))
+        steps = [s["step"].item() for s in learner.optimizer.state.values()]
+        results.put((rank, metrics["ppo/early_stopped"], metrics["ppo/epochs_run"], max(steps)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_early_stop_is_decided_by_all_ranks_together(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    ranks = [ctx.Process(target=ddp_rank, args=(r, str(tmp_path / "rendezvous"), results)) for r in range(2)]
+    for p in ranks:
+        p.start()
+    outcome = []
+    try:
+        # Read before joining: a process does not exit while what it put in the queue is unread.
+        for _ in ranks:
+            outcome.append(results.get(timeout=480))
+    except queue.Empty:
+        pass
+    for p in ranks:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()  # only the processes this test started
+    assert len(outcome) == 2, (f"a rank hung or failed (exit codes {[p.exitcode for p in ranks]}): "
+                               "the ranks did not stop at the same minibatch")
+    assert [p.exitcode for p in ranks] == [0, 0]
+    assert [o[1:] for o in sorted(outcome)] == [(1.0, 0.5, 1), (1.0, 0.5, 1)]
