@@ -103,13 +103,14 @@ class PPOLearner:
 
     def normalized_scores(self, scores: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         """``(score - mean) / std`` over all finite scores so far (this batch's included, all ranks),
-        clipped to +-reward_clip: a bounded objective whatever the classifier's scale."""
-        if not self.cfg.reward_norm:
-            return scores
+        clipped to +-reward_clip: a bounded objective whatever the classifier's scale. The
+        statistics are kept (and reported) with ``reward_norm`` off too."""
         valid, s64 = finite.double(), scores.double()
         s = global_sums({"n": valid.sum().item(), "sum": (s64 * valid).sum().item(),
                          "sq": (s64**2 * valid).sum().item()}, self.device)
         self.reward_stats.update(s["n"], s["sum"], s["sq"])
+        if not self.cfg.reward_norm:
+            return scores
         normalized = self.reward_stats.normalize(scores, self.cfg.reward_clip)
         return torch.where(finite, normalized, torch.zeros_like(normalized))
 
@@ -238,6 +239,8 @@ class PPOLearner:
             "reward/mean": reward_mean,
             "reward/std": math.sqrt(reward_var * s["valid"] / (s["valid"] - 1)) if s["valid"] > 1 else 0.0,
             "reward/normalized_mean": s["normalized"] / n_valid,
+            "reward/running_mean": self.reward_stats.mean,
+            "reward/running_std": self.reward_stats.std,
             "reward/non_finite": s["non_finite"],
             "kl/mean": kl_per_sample,
             "kl/coef": kl_coef_used,

@@ -88,4 +88,4 @@ def test_classifier_reward_run(ray_local, policy_path, classifier_path, tmp_path
     assert all(100 < m[f"memory/{role}_peak_mib"] < 20_000 for m in metrics
                for role in ("learner", "rollout", "reward"))
     state = torch.load(run_dir / "checkpoint_000002" / "learner.pt", weights_only=True)
-    assert set(state) == {"optimizer", "kl_ctl", "generator"}
+    assert set(state) == {"optimizer", "kl_ctl", "generator", "reward_stats"}

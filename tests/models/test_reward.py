@@ -6,8 +6,8 @@ import torch
 from rlaf_ray.config import ConfigError, RewardSettings, from_dict
 from rlaf_ray.roles.reward import ClassifierReward, RewardWorker, check_reward
 
-TEXTS = ["you are dumb and stupid", "have a nice day at the office with your team today",
-         "thanks", "we can meet for coffee tomorrow morning before work"]
+TEXTS = ["You are so stupid.", "Thank you, that is great.", "Could you send the report tomorrow?",
+         "I really like the menu."]
 
 
 def test_label_chosen_by_name(classifier_path):
@@ -19,7 +19,7 @@ def test_label_chosen_by_name(classifier_path):
         logits = nothate.model(**enc).logits
     assert nothate([""] * 4, TEXTS) == pytest.approx(logits[:, 0].tolist(), abs=1e-5)
     assert hate([""] * 4, TEXTS) == pytest.approx(logits[:, 1].tolist(), abs=1e-5)
-    # the tiny classifier was trained on the insult lexicon
+    # the tiny classifier learned the world's toxic label
     scores = nothate([""] * 4, TEXTS)
     assert scores[0] < min(scores[1:])
 

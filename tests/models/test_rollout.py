@@ -7,8 +7,10 @@ from rlaf_ray.config import from_dict
 from rlaf_ray.models.policy import adapter_state_dict, encode_prompts
 from rlaf_ray.roles.rollout import RolloutWorker
 
-PROMPTS = ["#Person1#: Hello, how are you?", "Summarize the following conversation.",
-           "#Person2#: I want to book a train ticket to the coast for Saturday, please."]
+# Dialogues of the offline world, ending where the tiny policy replies with one turn.
+PROMPTS = ["#Person1#: Hello, how are you today?\n#Person2#:",
+           "#Person1#: Could you send the report?\n#Person2#: Sure, I can send the report tomorrow.\n#Person1#:",
+           "#Person1#: You are so stupid.\n#Person2#:"]
 
 
 def make_worker(policy_path, **generation):
