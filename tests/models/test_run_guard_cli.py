@@ -10,7 +10,7 @@ from rlaf_ray.cli import main
 from tests.conftest import base_config
 
 
-def test_train_command_refuses_before_ray_starts(policy_path, classifier_path, tmp_path, capsys):
+def test_train_command_refuses_before_ray_starts(no_ray, policy_path, classifier_path, tmp_path, capsys):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(base_config(policy_path, classifier_path, tmp_path)))
     train = ["train", "--config", str(path)]
