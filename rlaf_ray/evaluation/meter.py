@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import ray.data
 import torch
+from trl.trainer.utils import selective_log_softmax
 
 from rlaf_ray import world
 from rlaf_ray.config import (
@@ -41,6 +42,7 @@ from rlaf_ray.data import load_split
 from rlaf_ray.devices import default_device
 from rlaf_ray.evaluation.metrics import MeterTotals, Sample
 from rlaf_ray.models.policy import (
+    cut_at_eos,
     encode_prompts,
     generated_tokens,
     is_seq2seq,
@@ -97,9 +99,7 @@ class Generate:
         """Per sample, the summed log-ratio of the evaluated model to the base over its tokens
         (up to and including EOS), at the sampling temperature."""
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        responses = []
-        for row in new_tokens.tolist():
-            responses.append(row[:row.index(eos) + 1] if eos in row else row)
+        responses = [cut_at_eos(row, eos)[0] for row in new_tokens.tolist()]
         prompt = enc["input_ids"][0][enc["attention_mask"][0].bool()].tolist()
         start_id = self.model.config.decoder_start_token_id if self.seq2seq else None
         batch = collate([prompt] * len(responses), responses, pad, self.device, start_id)
@@ -111,7 +111,7 @@ class Generate:
     def _logprobs(self, batch) -> torch.Tensor:
         end = batch.logits_start + batch.response_ids.shape[1]
         logits = self.model(**batch.inputs).logits[:, batch.logits_start:end].float() / self.ev.temperature
-        return torch.log_softmax(logits, dim=-1).gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+        return selective_log_softmax(logits, batch.response_ids)
 
 
 class ScoreToxicity:

@@ -104,6 +104,14 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], m
                      add_special_tokens=not model_cfg.chat_template).to(device)
 
 
+def cut_at_eos(tokens: list[int], eos_token_id: int | None) -> tuple[list[int], bool]:
+    """A generated row up to and including its first EOS (kept: the policy is rewarded for
+    choosing to stop; what follows is padding), and whether it ended."""
+    if eos_token_id in tokens:
+        return tokens[:tokens.index(eos_token_id) + 1], True
+    return tokens, False
+
+
 def generated_tokens(output: torch.Tensor, prompt_width: int, seq2seq: bool) -> torch.Tensor:
     """The new tokens of ``generate``'s output: a causal LM repeats the (padded) prompt first, a
     seq2seq decoder starts with its decoder-start token."""

@@ -24,6 +24,7 @@ import random
 import shutil
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -73,6 +74,14 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
+@lru_cache(maxsize=1)
+def _tokenizer_corpus() -> tuple[str, ...]:
+    """What every tiny tokenizer learns from: the world's dialogues (sampled once per process,
+    though several models are built)."""
+    texts = [d.prompt + d.reply_text for d in world.sample_dialogues(5000, seed=0)]
+    return tuple(texts + ["Summarize the following conversation. Summary:"])
+
+
 def _train_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -80,8 +89,7 @@ def _train_bpe(specials: list[str], vocab_size: int) -> Tokenizer:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    texts = [d.prompt + d.reply_text for d in world.sample_dialogues(5000, seed=0)]
-    tokenizer.train_from_iterator(texts + ["Summarize the following conversation. Summary:"], trainer=trainer)
+    tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
     return tokenizer
 
 

@@ -96,19 +96,25 @@ class PPOLearner:
         finite = torch.isfinite(scores)
         # Non-finite scores become 0; their samples leave the update through the mask.
         scores = torch.where(finite, scores, torch.zeros_like(scores))
-        normalized = self.normalized_scores(scores, finite)
+        score_sums = self.score_sums(scores, finite)
+        normalized = self.normalized_scores(scores, finite, score_sums)
         targets = self.targets(batch, self.shaped_scores(normalized, ended), finite)
         stats = self.run_epochs(batch, targets)
-        return self.batch_metrics(batch, targets, stats, scores, normalized, finite, ended)
+        return self.batch_metrics(batch, targets, stats, score_sums, normalized, finite, ended)
 
-    def normalized_scores(self, scores: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    def score_sums(self, scores: torch.Tensor, finite: torch.Tensor) -> dict[str, float]:
+        """Count, sum and sum of squares of the batch's finite scores over all ranks (one
+        all-reduce, read by the normalization and by the batch metrics)."""
+        valid, s64 = finite.double(), scores.double()
+        return global_sums({"n": valid.sum().item(), "sum": (s64 * valid).sum().item(),
+                            "sq": (s64**2 * valid).sum().item()}, self.device)
+
+    def normalized_scores(self, scores: torch.Tensor, finite: torch.Tensor,
+                          score_sums: dict[str, float]) -> torch.Tensor:
         """``(score - mean) / std`` over all finite scores so far (this batch's included, all ranks),
         clipped to +-reward_clip: a bounded objective whatever the classifier's scale. The
         statistics are kept (and reported) with ``reward_norm`` off too."""
-        valid, s64 = finite.double(), scores.double()
-        s = global_sums({"n": valid.sum().item(), "sum": (s64 * valid).sum().item(),
-                         "sq": (s64**2 * valid).sum().item()}, self.device)
-        self.reward_stats.update(s["n"], s["sum"], s["sq"])
+        self.reward_stats.update(score_sums["n"], score_sums["sum"], score_sums["sq"])
         if not self.cfg.reward_norm:
             return scores
         normalized = self.reward_stats.normalize(scores, self.cfg.reward_clip)
@@ -213,19 +219,18 @@ class PPOLearner:
         return norms[0], norms[1]
 
     def batch_metrics(self, batch: RolloutBatch, t: Targets, stats: dict[str, list[float]],
-                      scores: torch.Tensor, normalized: torch.Tensor, finite: torch.Tensor,
+                      score_sums: dict[str, float], normalized: torch.Tensor, finite: torch.Tensor,
                       ended: torch.Tensor) -> dict[str, float]:
-        """Statistics of the batch over all ranks (``scores``: raw, non-finite ones zeroed;
+        """Statistics of the batch over all ranks (``score_sums``: of the raw finite scores;
         ``normalized``: after reward normalization, before the missing-EOS penalty); the KL
         controller moves on their k1 KL."""
         valid = finite.float()
         s = global_sums({
-            "score": (scores * valid).sum().item(), "score_sq": (scores**2 * valid).sum().item(),
-            "normalized": (normalized * valid).sum().item(),
-            "valid": valid.sum().item(), "samples": float(batch.response_ids.shape[0]),
+            "normalized": (normalized * valid).sum().item(), "samples": float(batch.response_ids.shape[0]),
             "non_finite": (~finite).sum().item(), "kl": core.masked_sum(t.kl, t.mask).item(),
             "response_tokens": batch.response_mask.sum().item(), "ended": ended.float().sum().item(),
         }, self.device)
+        s.update(valid=score_sums["n"], score=score_sums["sum"], score_sq=score_sums["sq"])
         n_valid = max(s["valid"], 1.0)
         reward_mean = s["score"] / n_valid
         reward_var = max(s["score_sq"] / n_valid - reward_mean**2, 0.0)

@@ -13,6 +13,7 @@ from rlaf_ray.config import GenerationSettings, LoraSettings, ModelSettings
 from rlaf_ray.determinism import use_deterministic_algorithms
 from rlaf_ray.devices import default_device, peak_memory_mib
 from rlaf_ray.models.policy import (
+    cut_at_eos,
     encode_prompts,
     eos_token_id,
     generated_tokens,
@@ -76,15 +77,9 @@ class RolloutWorker(RoleActor):
         prompt_ids, response_ids, ended = [], [], []
         for row, mask, generated in zip(enc["input_ids"], enc["attention_mask"], new_tokens):
             prompt_ids.append(row[mask.bool()].tolist())
-            tokens = generated.tolist()
-            # Cut after the first EOS (kept: the policy is rewarded for choosing to stop);
-            # everything after it is padding.
-            if self.eos_token_id in tokens:
-                tokens = tokens[: tokens.index(self.eos_token_id) + 1]
-                ended.append(True)
-            else:
-                ended.append(False)
+            tokens, stopped = cut_at_eos(generated.tolist(), self.eos_token_id)
             response_ids.append(tokens)
+            ended.append(stopped)
         return {
             "prompts": list(prompts),
             "prompt_ids": prompt_ids,
