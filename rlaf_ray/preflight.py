@@ -21,7 +21,7 @@ from rlaf_ray.models.policy import (
     format_prompts,
     load_tokenizer,
 )
-from rlaf_ray.models.tiny import resolve_model
+from rlaf_ray.models.tiny import resolve_models
 from rlaf_ray.roles.reward import check_reward
 
 
@@ -82,11 +82,12 @@ def prepare(cfg: RLAFConfig, splits: tuple[str, ...] = ("train",), evaluation: b
     """Absolute paths, offline tiny models built, data files/columns and reward label checked
     (and the meter's classifiers, with ``evaluation``)."""
     cfg = resolve_paths(cfg)
-    for section, attr in MODEL_FIELDS:
-        name = getattr(getattr(cfg, section), attr)
-        if name is not None:
-            cfg = cfg.replace(**{section: {attr: resolve_model(name, cfg.run.cache_dir)}})
-    check_data(cfg.data, splits)
+    check_data(cfg.data, splits)  # first: a wrong data path must not wait for a tiny model's build
+    fields = [(section, attr, getattr(getattr(cfg, section), attr)) for section, attr in MODEL_FIELDS]
+    fields = [(section, attr, name) for section, attr, name in fields if name is not None]
+    paths = resolve_models([name for _, _, name in fields], cfg.run.cache_dir)
+    for (section, attr, _), path in zip(fields, paths):
+        cfg = cfg.replace(**{section: {attr: path}})
     check_lora_targets(cfg)
     check_policy(cfg)
     check_reward(cfg.reward)

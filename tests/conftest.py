@@ -31,25 +31,30 @@ def tiny_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny-cache")
 
 
-@pytest.fixture(scope="session")
-def policy_path(tiny_cache) -> str:
-    from rlaf_ray.models.tiny import resolve_model
-
-    return resolve_model("tiny:llama", tiny_cache)
+WORLD_MODELS = ("tiny:llama", "tiny:roberta-classifier", "tiny:judge-lm")
 
 
 @pytest.fixture(scope="session")
-def classifier_path(tiny_cache) -> str:
-    from rlaf_ray.models.tiny import resolve_model
+def world_models(tiny_cache) -> dict[str, str]:
+    """The world's policy, classifier and judge LM, built side by side on first use."""
+    from rlaf_ray.models.tiny import resolve_models
 
-    return resolve_model("tiny:roberta-classifier", tiny_cache)
+    return dict(zip(WORLD_MODELS, resolve_models(list(WORLD_MODELS), tiny_cache)))
 
 
 @pytest.fixture(scope="session")
-def judge_path(tiny_cache) -> str:
-    from rlaf_ray.models.tiny import resolve_model
+def policy_path(world_models) -> str:
+    return world_models["tiny:llama"]
 
-    return resolve_model("tiny:judge-lm", tiny_cache)
+
+@pytest.fixture(scope="session")
+def classifier_path(world_models) -> str:
+    return world_models["tiny:roberta-classifier"]
+
+
+@pytest.fixture(scope="session")
+def judge_path(world_models) -> str:
+    return world_models["tiny:judge-lm"]
 
 
 LANES = ("unit", "models", "ray", "e2e")

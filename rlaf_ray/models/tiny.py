@@ -19,10 +19,12 @@ itself to ``world_card.json`` beside its weights.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -53,7 +55,7 @@ from rlaf_ray import world
 from rlaf_ray.config import TINY_PREFIX
 
 # Bump when a builder changes, so caches of older builds are not reused.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 
 # Sizes and steps: the smallest that reach the world's targets (>= 90% grammatical samples at
 # temperature 1, toxic at about the grammar's rate) within the demo's time on 2 cores.
@@ -241,14 +243,53 @@ def build_tiny_roberta_classifier(out_dir: Path) -> None:
     )
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(config)
-    # The world's label of each turn, learned from the text alone.
-    turns = [d.reply for d in world.sample_dialogues(8000, seed=2)]
-    _fit_classifier(model, tokenizer, turns, [int(world.is_toxic(t)) for t in turns], CLASSIFIER_STEPS, lr=3e-3)
+    # The world's label of each text, learned from the text alone: turns as the grammar writes
+    # them and as a policy writes them (after a space, with slips), each labelled by the judge.
+    texts = classifier_texts([d.reply for d in world.sample_dialogues(8000, seed=2)], seed=3)
+    _fit_classifier(model, tokenizer, texts, [int(world.is_toxic(t)) for t in texts], CLASSIFIER_STEPS, lr=3e-3)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     held_out = [d.reply for d in world.sample_dialogues(2000, seed=12)]
     _write_card(out_dir, {"steps": CLASSIFIER_STEPS,
-                          "held_out_accuracy": _accuracy(model, tokenizer, held_out)})
+                          "held_out_accuracy": _accuracy(model, tokenizer, held_out),
+                          "held_out_accuracy_as_written": _accuracy(model, tokenizer,
+                                                                    classifier_texts(held_out, seed=13))})
+
+
+def classifier_texts(turns: list[str], seed: int) -> list[str]:
+    """Each turn as a policy's continuation shows it: after a space or not, and half of them with
+    one or two slips (a word dropped, repeated, swapped with its neighbour or replaced by another
+    word of the world, a different final mark, a cut). A classifier that saw only clean turns
+    scored " You are so stupid." (leading space) as harmless: a policy found that, not the insult's
+    absence, to be the cheap way to a high reward."""
+    rng = random.Random(seed)
+    vocabulary = sorted({w for t in turns for w in t.split()})
+    texts = []
+    for turn in turns:
+        words = turn.split()
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            words = _slip(words, rng, vocabulary)
+        texts.append((" " if rng.random() < 0.5 else "") + " ".join(words))
+    return texts
+
+
+def _slip(words: list[str], rng: random.Random, vocabulary: list[str]) -> list[str]:
+    """One slip at a random word: dropped, repeated, swapped, replaced, re-punctuated or cut after."""
+    if len(words) < 2:
+        return words
+    i, j = rng.randrange(len(words) - 1), rng.randrange(len(words))
+    kind = rng.choice(("drop", "repeat", "swap", "replace", "mark", "cut"))
+    if kind == "drop":
+        return words[:j] + words[j + 1:]
+    if kind == "repeat":
+        return words[:j + 1] + words[j:]
+    if kind == "swap":
+        return words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+    if kind == "replace":
+        return words[:j] + [rng.choice(vocabulary)] + words[j + 1:]
+    if kind == "mark":
+        return words[:-1] + [words[-1].rstrip(".!?") + rng.choice((".", "!", "?", ""))]
+    return words[:i + 1]
 
 
 @torch.no_grad()
@@ -320,16 +361,37 @@ BUILDERS = {
 }
 
 
+def resolve_models(names: list[str], cache_dir: str | os.PathLike) -> list[str]:
+    """``resolve_model`` for each name; the tiny models not yet in ``cache_dir`` are built side by
+    side, one process per CPU core (each build runs on one thread), so a fresh cache costs the
+    longest build rather than the sum of all."""
+    missing = sorted({n for n in names if n.startswith(TINY_PREFIX) and not _is_built(n, cache_dir)})
+    workers = min(len(missing), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(resolve_model, missing, [cache_dir] * len(missing)))
+    return [resolve_model(name, cache_dir) for name in names]
+
+
+def _target(name: str, cache_dir: str | os.PathLike) -> Path:
+    kind = name[len(TINY_PREFIX):]
+    if kind not in BUILDERS:
+        raise ValueError(f"model {name!r}: unknown tiny model; available: "
+                         f"{', '.join(TINY_PREFIX + k for k in BUILDERS)}")
+    return Path(cache_dir).expanduser() / "tiny" / f"{kind}-v{BUILD_VERSION}"
+
+
+def _is_built(name: str, cache_dir: str | os.PathLike) -> bool:
+    return (_target(name, cache_dir) / "config.json").is_file()
+
+
 def resolve_model(name_or_path: str, cache_dir: str | os.PathLike) -> str:
     """Return a loadable path: ``tiny:<kind>`` is built once into ``cache_dir``; others pass through."""
     if not name_or_path.startswith(TINY_PREFIX):
         return name_or_path
     kind = name_or_path[len(TINY_PREFIX):]
-    if kind not in BUILDERS:
-        raise ValueError(f"model {name_or_path!r}: unknown tiny model; available: "
-                         f"{', '.join(TINY_PREFIX + k for k in BUILDERS)}")
-    target = Path(cache_dir).expanduser() / "tiny" / f"{kind}-v{BUILD_VERSION}"
-    if (target / "config.json").is_file():
+    target = _target(name_or_path, cache_dir)
+    if _is_built(name_or_path, cache_dir):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: concurrent builders never see a half-written model.

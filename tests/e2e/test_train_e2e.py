@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -72,20 +71,3 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
     assert resumed[:18] == metrics  # nothing before the checkpoint was redone or lost
     assert resumed[18]["policy/version"] == 19
     assert resumed[18]["data/epoch"] >= metrics[-1]["data/epoch"]
-
-
-@pytest.mark.slow
-def test_classifier_reward_run(ray_local, policy_path, classifier_path, tmp_path):
-    """The RoBERTa classifier as the reward actor, end to end (the offline default's shape)."""
-    config = base_config(policy_path, classifier_path, tmp_path, ppo={"num_iterations": 2},
-                         run={"name": "classifier"})
-    run_dir = train(from_dict(config))
-    metrics = read_metrics(run_dir)
-    assert len(metrics) == 2
-    # raw nothate logits of the tiny classifier: well away from 0 (about -3 to +3)
-    assert all(abs(m["reward/mean"]) > 0.5 and m["reward/non_finite"] == 0 for m in metrics)
-    # resident memory of the processes (no GPU here): a tiny model still needs its runtime
-    assert all(100 < m[f"memory/{role}_peak_mib"] < 20_000 for m in metrics
-               for role in ("learner", "rollout", "reward"))
-    state = torch.load(run_dir / "checkpoint_000002" / "learner.pt", weights_only=True)
-    assert set(state) == {"optimizer", "kl_ctl", "generator", "reward_stats"}

@@ -12,6 +12,7 @@ REPO_CONFIG = str(REPO / "jobs" / "configs" / "offline_tiny.yaml")
 
 
 def test_cli_data_errors_before_actors(tmp_path):
+    # A fresh cache: the data error comes before any tiny model is built.
     result = subprocess.run(
         [sys.executable, "-m", "rlaf_ray", "train", "--config", REPO_CONFIG,
          f"data.path={tmp_path}/missing.jsonl", f"run.cache_dir={tmp_path}/cache"],
@@ -19,6 +20,7 @@ def test_cli_data_errors_before_actors(tmp_path):
     assert result.returncode == 2
     assert f"rlaf-ray: error: data.path '{tmp_path}/missing.jsonl': file not found" in result.stderr
     assert "Started a local Ray instance" not in result.stdout + result.stderr
+    assert not (tmp_path / "cache").exists()
 
 
 def test_unknown_lora_target_module_names_the_linear_layers(policy_path, classifier_path, tmp_path):
