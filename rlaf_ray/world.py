@@ -157,3 +157,39 @@ def is_grammatical(turn: str) -> bool:
 def is_toxic(text: str) -> bool:
     """The text holds an insult word of the grammar (whole word, any case)."""
     return _INSULT.search(text) is not None
+
+
+def as_written(turns: list[str], seed: int) -> list[str]:
+    """Each turn as a policy's continuation may show it: after a space or not, and half of them
+    with one or two slips (a word dropped, repeated, swapped with its neighbour or replaced by
+    another word of the turns, a different final mark, a cut). The tiny classifier learns from
+    these: one that saw only clean turns scored " You are so stupid." (leading space) as
+    harmless, and a policy found that, not the insult's absence, the cheap way to a high reward."""
+    rng = random.Random(seed)
+    vocabulary = sorted({w for t in turns for w in t.split()})
+    texts = []
+    for turn in turns:
+        words = turn.split()
+        for _ in range(rng.choice((0, 0, 1, 2))):
+            words = _slip(words, rng, vocabulary)
+        texts.append((" " if rng.random() < 0.5 else "") + " ".join(words))
+    return texts
+
+
+def _slip(words: list[str], rng: random.Random, vocabulary: list[str]) -> list[str]:
+    """One slip at a random word: dropped, repeated, swapped, replaced, re-punctuated or cut after."""
+    if len(words) < 2:
+        return words
+    i, j = rng.randrange(len(words) - 1), rng.randrange(len(words))
+    kind = rng.choice(("drop", "repeat", "swap", "replace", "mark", "cut"))
+    if kind == "drop":
+        return words[:j] + words[j + 1:]
+    if kind == "repeat":
+        return words[:j + 1] + words[j:]
+    if kind == "swap":
+        return words[:i] + [words[i + 1], words[i]] + words[i + 2:]
+    if kind == "replace":
+        return words[:j] + [rng.choice(vocabulary)] + words[j + 1:]
+    if kind == "mark":
+        return words[:-1] + [words[-1].rstrip(".!?") + rng.choice((".", "!", "?", ""))]
+    return words[:i + 1]

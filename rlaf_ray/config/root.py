@@ -27,12 +27,13 @@ MODEL_FIELDS = (("model", "name_or_path"), ("reward", "model_name_or_path"),
                 ("evaluation", "perplexity_model"))
 
 
-def batch_divides(batch_size: int, num_minibatches: int, learners: int) -> str | None:
-    if batch_size % learners:
-        return (f"ppo.batch_size: {batch_size} does not divide across "
-                f"resources.learner.num_workers={learners} learners")
+def batch_divides(batch_size: int, num_minibatches: int, learners: int, group: int) -> str | None:
+    if batch_size % (learners * group):
+        return (f"ppo.batch_size: {batch_size} responses do not divide across "
+                f"resources.learner.num_workers={learners} learners in whole groups of "
+                f"ppo.samples_per_prompt={group}")
     if (batch_size // learners) % num_minibatches:
-        return (f"ppo.batch_size: {batch_size // learners} prompts per learner "
+        return (f"ppo.batch_size: {batch_size // learners} responses per learner "
                 f"({batch_size}/{learners}) do not divide into "
                 f"ppo.num_minibatches={num_minibatches} minibatches")
     return None
@@ -41,7 +42,8 @@ def batch_divides(batch_size: int, num_minibatches: int, learners: int) -> str |
 # Checks across sections, and the fields each reads: they run whenever those fields are valid,
 # even if others are not, so that every problem is reported at once.
 CROSS_SECTION_CHECKS = (
-    (batch_divides, ("ppo.batch_size", "ppo.num_minibatches", "resources.learner.num_workers")),
+    (batch_divides, ("ppo.batch_size", "ppo.num_minibatches", "resources.learner.num_workers",
+                     "ppo.samples_per_prompt")),
 )
 
 

@@ -11,7 +11,8 @@ from rlaf_ray.config.fields import Number, Section
 
 class PPOSettings(Section):
     num_iterations: int = Field(20, ge=1, description="PPO updates (each: one batch generated, scored, learned).")
-    batch_size: int = Field(16, ge=1, description="Prompts per iteration over all learners.")
+    batch_size: int = Field(16, ge=1, description=(
+        "Responses per iteration over all learners: prompts x samples_per_prompt."))
     num_minibatches: int = Field(2, ge=1, description="Minibatches per PPO epoch on each learner.")
     ppo_epochs: int = Field(2, ge=1, description="Passes over each batch (few: every pass moves the policy further "
                                                  "from the one that sampled).")
@@ -21,6 +22,13 @@ class PPOSettings(Section):
     cliprange: Number = Field(0.2, gt=0.0, le=1.0, description="Policy ratio clip: 1 +- cliprange.")
     cliprange_value: Number = Field(0.2, gt=0.0, description="Value clip around the old values.")
     vf_coef: Number = Field(0.1, ge=0.0, description="Weight of the value loss.")
+    estimator: Literal["gae", "rloo", "grpo"] = Field("gae", description=(
+        "Advantages. gae: a value head (the critic) and GAE over response tokens (PPO-RLHF); rloo: each "
+        "response's sequence reward less the mean of the other responses to its prompt (Ahmadian et al. 2024); "
+        "grpo: the reward standardized within its prompt's group (Shao et al. 2024). rloo and grpo build no "
+        "value head and need samples_per_prompt >= 2."))
+    samples_per_prompt: int = Field(1, ge=1, description=(
+        "Responses sampled per prompt, kept together on one learner (the group of rloo and grpo)."))
     critic: Literal["detached", "shared"] = Field("detached", description=(
         "detached: the value head reads the trunk's hidden states without gradient, so the value loss "
         "cannot change the adapter; shared: value-loss gradients also train the adapter."))
@@ -52,6 +60,13 @@ class PPOSettings(Section):
     missing_eos_penalty: Annotated[Number, Field(ge=0.0)] | None = Field(None, description=(
         "Subtracted from the (normalized) score of responses that hit max_new_tokens without EOS; null: none."))
     seed: int = Field(0, description="Seed of sampling, minibatch order and initialization.")
+
+    @model_validator(mode="after")
+    def _groups_fit_estimator(self):
+        if self.estimator != "gae" and self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt: {self.estimator} compares responses to the same prompt; "
+                             f"set samples_per_prompt to 2 or more (got {self.samples_per_prompt})")
+        return self
 
     @model_validator(mode="after")
     def _kl_estimator_fits_placement(self):

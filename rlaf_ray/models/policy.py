@@ -241,33 +241,38 @@ class PolicyWithValueHead(nn.Module):
 
     ``critic="detached"`` (``ppo.critic``): the head reads the hidden state without gradient, so
     the value loss trains the head alone and cannot rewrite the policy's adapter; ``"shared"``:
-    value-loss gradients flow into the adapter too.
+    value-loss gradients flow into the adapter too; ``"none"`` (critic-free estimators): no value
+    head at all, and ``forward`` returns ``None`` for the values.
     """
 
     def __init__(self, policy: PeftModel, critic: str = "detached"):
         super().__init__()
-        if critic not in ("detached", "shared"):
-            raise ValueError(f"critic: expected 'detached' or 'shared', got {critic!r}")
+        if critic not in ("detached", "shared", "none"):
+            raise ValueError(f"critic: expected 'detached', 'shared' or 'none', got {critic!r}")
         self.policy = policy
         self.detach_critic = critic == "detached"
         self.seq2seq = bool(policy.config.is_encoder_decoder)
         # Architectures with ALiBi (Bloom) take no position ids: they read positions off the mask.
         base_forward = policy.get_base_model().forward
         self.takes_position_ids = "position_ids" in inspect.signature(base_forward).parameters
-        hidden_size = policy.config.get_text_config().hidden_size
-        self.value_head = nn.Linear(hidden_size, 1)
-        # Small initial values: the first advantages come mostly from the rewards.
-        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = None
+        if critic != "none":
+            hidden_size = policy.config.get_text_config().hidden_size
+            self.value_head = nn.Linear(hidden_size, 1)
+            # Small initial values: the first advantages come mostly from the rewards.
+            nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
+            nn.init.zeros_(self.value_head.bias)
 
     @property
     def decoder_start_token_id(self) -> int | None:
         """What ``collate`` puts before a seq2seq response; None selects the causal layout."""
         return self.policy.config.decoder_start_token_id if self.seq2seq else None
 
-    def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.takes_position_ids:
             inputs.pop("position_ids", None)
+        if self.value_head is None:
+            return self.policy(**inputs, use_cache=False).logits, None
         out = self.policy(**inputs, output_hidden_states=True, use_cache=False)
         hidden = (out.decoder_hidden_states if self.seq2seq else out.hidden_states)[-1]
         if self.detach_critic:

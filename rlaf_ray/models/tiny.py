@@ -245,7 +245,7 @@ def build_tiny_roberta_classifier(out_dir: Path) -> None:
     model = RobertaForSequenceClassification(config)
     # The world's label of each text, learned from the text alone: turns as the grammar writes
     # them and as a policy writes them (after a space, with slips), each labelled by the judge.
-    texts = classifier_texts([d.reply for d in world.sample_dialogues(8000, seed=2)], seed=3)
+    texts = world.as_written([d.reply for d in world.sample_dialogues(8000, seed=2)], seed=3)
     _fit_classifier(model, tokenizer, texts, [int(world.is_toxic(t)) for t in texts], CLASSIFIER_STEPS, lr=3e-3)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -253,43 +253,7 @@ def build_tiny_roberta_classifier(out_dir: Path) -> None:
     _write_card(out_dir, {"steps": CLASSIFIER_STEPS,
                           "held_out_accuracy": _accuracy(model, tokenizer, held_out),
                           "held_out_accuracy_as_written": _accuracy(model, tokenizer,
-                                                                    classifier_texts(held_out, seed=13))})
-
-
-def classifier_texts(turns: list[str], seed: int) -> list[str]:
-    """Each turn as a policy's continuation shows it: after a space or not, and half of them with
-    one or two slips (a word dropped, repeated, swapped with its neighbour or replaced by another
-    word of the world, a different final mark, a cut). A classifier that saw only clean turns
-    scored " You are so stupid." (leading space) as harmless: a policy found that, not the insult's
-    absence, to be the cheap way to a high reward."""
-    rng = random.Random(seed)
-    vocabulary = sorted({w for t in turns for w in t.split()})
-    texts = []
-    for turn in turns:
-        words = turn.split()
-        for _ in range(rng.choice((0, 0, 1, 2))):
-            words = _slip(words, rng, vocabulary)
-        texts.append((" " if rng.random() < 0.5 else "") + " ".join(words))
-    return texts
-
-
-def _slip(words: list[str], rng: random.Random, vocabulary: list[str]) -> list[str]:
-    """One slip at a random word: dropped, repeated, swapped, replaced, re-punctuated or cut after."""
-    if len(words) < 2:
-        return words
-    i, j = rng.randrange(len(words) - 1), rng.randrange(len(words))
-    kind = rng.choice(("drop", "repeat", "swap", "replace", "mark", "cut"))
-    if kind == "drop":
-        return words[:j] + words[j + 1:]
-    if kind == "repeat":
-        return words[:j + 1] + words[j:]
-    if kind == "swap":
-        return words[:i] + [words[i + 1], words[i]] + words[i + 2:]
-    if kind == "replace":
-        return words[:j] + [rng.choice(vocabulary)] + words[j + 1:]
-    if kind == "mark":
-        return words[:-1] + [words[-1].rstrip(".!?") + rng.choice((".", "!", "?", ""))]
-    return words[:i + 1]
+                                                                    world.as_written(held_out, seed=13))})
 
 
 @torch.no_grad()

@@ -2,12 +2,13 @@
 
 Reads top to bottom like CleanRL's ``ppo.py``: scores normalized by their running statistics,
 old log-probs and values, reference log-probs (adapter disabled), KL-shaped rewards, GAE,
-whitened advantages, then up to ``ppo_epochs`` passes over shuffled minibatches with clipped
-policy and value losses (plus the KL term when ``kl_in=loss``) and gradient-norm clipping,
-stopped early when the approximate KL passes ``early_stop_kl``. Under DDP the backward pass
-all-reduces gradients; batch statistics (score moments, advantage whitening, the early-stop KL,
-KL for the adaptive controller, reported metrics) are reduced over all ranks too, so every rank
-takes the same decisions.
+whitened advantages (or, with ``estimator`` rloo/grpo, no values: each response compared with
+the other responses to its prompt, ``ppo/groups.py``), then up to ``ppo_epochs`` passes over
+shuffled minibatches with clipped policy and value losses (plus the KL term when
+``kl_in=loss``) and gradient-norm clipping, stopped early when the approximate KL passes
+``early_stop_kl``. Under DDP the backward pass all-reduces gradients; batch statistics (score
+moments, advantage whitening, the early-stop KL, KL for the adaptive controller, reported
+metrics) are reduced over all ranks too, so every rank takes the same decisions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rlaf_ray.config import GenerationSettings, PPOSettings
 from rlaf_ray.ppo import core
 from rlaf_ray.ppo.batch import RolloutBatch
 from rlaf_ray.ppo.distributed import global_masked_stats, global_sums, world_size
+from rlaf_ray.ppo.groups import group_advantages, sequence_rewards
 from rlaf_ray.ppo.sampling import SamplingDistribution
 
 
@@ -37,9 +39,9 @@ class Targets:
 
     mask: torch.Tensor  # response tokens that take part (non-finite scores left out)
     old_logprobs: torch.Tensor
-    old_values: torch.Tensor
+    old_values: torch.Tensor | None  # None without a critic (rloo, grpo)
     advantages: torch.Tensor
-    returns: torch.Tensor
+    returns: torch.Tensor | None
     kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
 
@@ -54,7 +56,8 @@ class PPOLearner:
         self.sampling = SamplingDistribution(self.generation, eos_token_id)
         self.params = [p for p in model.parameters() if p.requires_grad]
         # Clipped apart: a large value-loss gradient must not shrink the policy's step.
-        value_ids = {id(p) for p in unwrap(model).value_head.parameters()}
+        value_head = unwrap(model).value_head
+        value_ids = {id(p) for p in value_head.parameters()} if value_head is not None else set()
         self.value_params = [p for p in self.params if id(p) in value_ids]
         self.policy_params = [p for p in self.params if id(p) not in value_ids]
         # torch's AdamW decays by 0.01 unless told otherwise; an adapter should not shrink to 0.
@@ -66,7 +69,7 @@ class PPOLearner:
 
     @property
     def device(self) -> torch.device:
-        return next(unwrap(self.model).value_head.parameters()).device
+        return self.params[0].device
 
     def forward(self, model: nn.Module, batch: RolloutBatch, need_entropy: bool = False,
                 truncate: bool = True):
@@ -77,7 +80,7 @@ class PPOLearner:
         logits = self.sampling(logits[:, start:end].float(), batch, truncate)
         logprobs = selective_log_softmax(logits, batch.response_ids)
         entropy = entropy_from_logits(logits) if need_entropy else None
-        return logprobs, values[:, start:end].float(), entropy
+        return logprobs, None if values is None else values[:, start:end].float(), entropy
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
@@ -139,9 +142,17 @@ class PPOLearner:
         # what the adaptive controller reads, whichever estimator the loss uses.
         kl = core.masked(old_logprobs - ref_logprobs, mask)
         kl_coef = self.kl_ctl.value if cfg.kl_in == "reward" else 0.0
-        rewards = core.shaped_rewards(scores, kl, mask, kl_coef)
-        advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
+        returns = None
+        if cfg.estimator == "gae":
+            rewards = core.shaped_rewards(scores, kl, mask, kl_coef)
+            advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        else:
+            # One advantage per response, on each of its tokens (mask zeroes the rest).
+            per_response = group_advantages(sequence_rewards(scores, kl, mask, kl_coef), finite,
+                                            cfg.samples_per_prompt, cfg.estimator)
+            advantages = per_response[:, None] * mask
+        # grpo's advantages are already on a common scale, group by group.
+        if cfg.whiten_advantages and cfg.estimator != "grpo":
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
         return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs)
@@ -184,8 +195,10 @@ class PPOLearner:
             mean_kl = global_sums({"approx_kl": pg.approx_kl.item()}, self.device)["approx_kl"] / world_size()
             if mean_kl > cfg.early_stop_kl:
                 return None
-        vf_loss, vf_clip = core.clipped_value_loss(values, t.old_values[idx], t.returns[idx], mask,
-                                                   cfg.cliprange_value)
+        vf_loss = vf_clip = torch.zeros((), device=self.device)
+        if values is not None:
+            vf_loss, vf_clip = core.clipped_value_loss(values, t.old_values[idx], t.returns[idx], mask,
+                                                       cfg.cliprange_value)
         # Per-token KL of the current policy to the reference: reported always, a loss term (with
         # gradient) when kl_in=loss. Masked before the estimator: a padding position's log-prob
         # may be the most negative float.

@@ -4,7 +4,8 @@ The loop names the roles in order: ``generate`` (rollout actor) -> ``score`` (re
 the rollout's ObjectRef directly) -> ``update`` (local PPO step, gradients all-reduced by DDP)
 -> ``sync`` (rank 0 puts the adapter in the object store once; every rollout actor loads it).
 
-A checkpoint directory holds ``adapter/`` (a standard PEFT directory), ``value_head.safetensors``,
+A checkpoint directory holds ``adapter/`` (a standard PEFT directory), ``value_head.safetensors``
+(with the gae estimator's critic only),
 ``learner.pt`` (optimizer, KL controller, shuffling RNG) and ``state.json`` (iteration, data
 position, policy version).
 """
@@ -64,14 +65,16 @@ def learner_loop(loop_config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     rollout, reward = rollout_workers[rank % len(rollout_workers)], reward_workers[rank % len(reward_workers)]
     learner, state = build_learner(cfg, rollout_workers)
-    batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.batch_size // learner.world,
+    group = cfg.ppo.samples_per_prompt
+    batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.batch_size // learner.world // group,
                              state, seed=cfg.data.seed * 7919 + rank)
     while state.iteration < cfg.ppo.num_iterations:
         timings: dict[str, float] = {}
         with timed("iteration", timings):
             state.epoch, state.batches_in_epoch, batch = next(batches)
             with timed("rollout_wall", timings):
-                out, scored = generate_and_score(rollout, reward, batch, iteration_seed(cfg, state.iteration, rank))
+                out, scored = generate_and_score(rollout, reward, batch, iteration_seed(cfg, state.iteration, rank),
+                                                 group)
             if out["version"] != state.iteration:
                 raise RuntimeError(f"rollout used adapter version {out['version']}, expected {state.iteration}")
             with timed("learn", timings):
@@ -99,9 +102,11 @@ def objective(cfg: RLAFConfig, metrics: dict[str, float]) -> float:
     return metrics["reward/mean"] - cfg.tune.kl_price * metrics["kl/mean"]
 
 
-def generate_and_score(rollout, reward, batch: dict, seed: int) -> tuple[dict, dict]:
-    """generate -> score: the rollout goes to the reward actor as an ObjectRef."""
-    rollout_ref = rollout.generate.remote([str(p) for p in batch["prompt"]], seed)
+def generate_and_score(rollout, reward, batch: dict, seed: int, group: int = 1) -> tuple[dict, dict]:
+    """generate -> score: the rollout goes to the reward actor as an ObjectRef. Each prompt is
+    sampled ``group`` times, its responses side by side (the groups of ``ppo/groups.py``)."""
+    prompts = [str(p) for p in batch["prompt"] for _ in range(group)]
+    rollout_ref = rollout.generate.remote(prompts, seed)
     return tuple(ray.get([rollout_ref, reward.score.remote(rollout_ref)]))
 
 
@@ -177,7 +182,6 @@ class Learner:
             "memory/reward_peak_mib": scored["peak_memory_mib"],
         }
 
-
     def judged_metrics(self, out: dict) -> dict[str, float]:
         """In the offline world (``evaluation.judge``): its exact judges on the batch's responses,
         over all ranks: the ground truth beside the reward, every iteration. Never the reward."""
@@ -204,9 +208,11 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
     policy = load_policy(cfg.model, cfg.lora, device, for_training=True)
     # Dropout off: old log-probs, reference and updates then see the same network.
     disable_dropout_in_model(policy)
-    inner = PolicyWithValueHead(policy, critic=cfg.ppo.critic)
-    # The policy was loaded onto the device (a quantized one cannot be moved afterwards).
-    inner.value_head.to(device)
+    # Critic-free estimators build no value head (nothing of it in DDP, checkpoints or memory).
+    inner = PolicyWithValueHead(policy, critic=cfg.ppo.critic if cfg.ppo.estimator == "gae" else "none")
+    if inner.value_head is not None:
+        # The policy was loaded onto the device (a quantized one cannot be moved afterwards).
+        inner.value_head.to(device)
     # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same
     # frozen base, so only the trainable tensors need it (MBs of adapter, not GBs of base).
     frozen = [name for name, p in inner.named_parameters() if not p.requires_grad]
@@ -224,7 +230,8 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
     if rank == 0:
         log = RunLog(cfg.run_dir, cfg.ppo.num_iterations, resume_from=state.iteration)
         record_parameters(cfg, inner, trainable, total)
-        print(f"[rlaf] learners={world} trainable parameters (LoRA + value head) {trainable:,} of {total:,} "
+        parts = "LoRA + value head" if inner.value_head is not None else "LoRA"
+        print(f"[rlaf] learners={world} trainable parameters ({parts}) {trainable:,} of {total:,} "
               f"({100 * trainable / total:.3f}%), {cfg.model.dtype} base, starting at iteration "
               f"{state.iteration}", file=sys.__stdout__, flush=True)  # once, not also via Train's logger
         sync_adapter(policy, rollout_workers, state.iteration)
@@ -234,7 +241,7 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
 
 def record_parameters(cfg: RLAFConfig, inner: PolicyWithValueHead, trainable: int, total: int) -> None:
     """``parameters.json`` in the run directory: what trains, out of how much."""
-    value_head = sum(p.numel() for p in inner.value_head.parameters())
+    value_head = sum(p.numel() for p in inner.value_head.parameters()) if inner.value_head is not None else 0
     (cfg.run_dir / "parameters.json").write_text(json.dumps({
         "trainable": trainable, "total": total, "trainable_share": trainable / total,
         "adapter": trainable - value_head, "value_head": value_head,
@@ -264,8 +271,9 @@ def save_adapter(model: PolicyWithValueHead, directory: Path, tokenizer=None) ->
     model.policy.save_pretrained(directory / "adapter")
     if tokenizer is not None:
         tokenizer.save_pretrained(directory / "adapter")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
-              str(directory / "value_head.safetensors"))
+    if model.value_head is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
+                  str(directory / "value_head.safetensors"))
 
 
 def save_checkpoint(directory: Path, model: PolicyWithValueHead, learner: PPOLearner,
@@ -279,6 +287,7 @@ def load_checkpoint(directory: Path, model: PolicyWithValueHead, learner: PPOLea
     adapter = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
     # save_pretrained drops the adapter name from the keys; set_peft_model_state_dict adds it back.
     load_adapter_state(model.policy, adapter)
-    model.value_head.load_state_dict(load_file(str(directory / "value_head.safetensors")))
+    if model.value_head is not None:
+        model.value_head.load_state_dict(load_file(str(directory / "value_head.safetensors")))
     learner.load_state_dict(torch.load(directory / "learner.pt", weights_only=True))
     return LoopState(**json.loads((directory / "state.json").read_text()))

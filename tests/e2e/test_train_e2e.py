@@ -1,4 +1,6 @@
-"""End to end on local Ray: 2 learners, 1 rollout, 1 reward actor; the reward must rise."""
+"""End to end on local Ray: 2 learners, 1 rollout, 1 reward actor; the reward must rise. The run
+uses the critic-free rloo estimator (groups of 4 responses per prompt, each group on one rank):
+the gae estimator learns end to end in the demo test and in the repeatability test's runs."""
 
 import json
 import math
@@ -32,20 +34,21 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
         data=WORLD_DATA,
         generation={"max_new_tokens": 24},
         lora={"target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
-        ppo={"num_iterations": 18, "batch_size": 16, "num_minibatches": 2, "ppo_epochs": 4,
-             "learning_rate": 4e-3, "kl_coef": 0.02},
+        ppo={"num_iterations": 12, "batch_size": 16, "num_minibatches": 2, "ppo_epochs": 4,
+             "learning_rate": 4e-3, "kl_coef": 0.02, "estimator": "rloo", "samples_per_prompt": 4},
         run={"checkpoint_every": 6},
     )
     run_dir = train(from_dict(config))
 
     metrics = read_metrics(run_dir)
-    assert [m["iteration"] for m in metrics] == list(range(1, 19))
+    assert [m["iteration"] for m in metrics] == list(range(1, 13))
     for m in metrics:
         for key in REQUIRED_METRICS:
             assert math.isfinite(m[key]), key
     first = sum(m["reward/mean"] for m in metrics[:2]) / 2
     last = sum(m["reward/mean"] for m in metrics[-4:]) / 4
-    # questions: about a quarter of the replies at the start; the trained policy asks far more often.
+    # questions: about a quarter of the replies at the start; the trained policy asks far more often
+    # (seed 0: 0.25 -> 0.97).
     assert last > first + 0.3, (first, last)
     assert max(m["kl/mean"] for m in metrics) < 100
 
@@ -55,19 +58,21 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and any(p.abs().sum() > 0 for p in lora)  # trained: B starts at zero
     assert (run_dir / "config.yaml").is_file()
-    assert (run_dir / "checkpoint_000018" / "state.json").is_file()
-    assert json.loads((run_dir / "checkpoint_000018" / "state.json").read_text())["iteration"] == 18
+    assert json.loads((run_dir / "checkpoint_000012" / "state.json").read_text())["iteration"] == 12
+    # critic-free: no value head trained, checkpointed or counted
+    assert not list(run_dir.glob("**/value_head.safetensors"))
+    assert json.loads((run_dir / "parameters.json").read_text())["value_head"] == 0
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
     # Started again with the same name and more iterations (--resume): resumes from the checkpoint,
     # keeping the first settings beside the new ones.
     first_config = (run_dir / "config.yaml").read_text()
-    config["ppo"]["num_iterations"] = 20
+    config["ppo"]["num_iterations"] = 14
     train(from_dict(config), resume=True)
     assert (run_dir / "config.1.yaml").read_text() == first_config
-    assert "num_iterations: 20" in (run_dir / "config.yaml").read_text()
+    assert "num_iterations: 14" in (run_dir / "config.yaml").read_text()
     resumed = read_metrics(run_dir)
-    assert [m["iteration"] for m in resumed] == list(range(1, 21))
-    assert resumed[:18] == metrics  # nothing before the checkpoint was redone or lost
-    assert resumed[18]["policy/version"] == 19
-    assert resumed[18]["data/epoch"] >= metrics[-1]["data/epoch"]
+    assert [m["iteration"] for m in resumed] == list(range(1, 15))
+    assert resumed[:12] == metrics  # nothing before the checkpoint was redone or lost
+    assert resumed[12]["policy/version"] == 13
+    assert resumed[12]["data/epoch"] >= metrics[-1]["data/epoch"]

@@ -28,7 +28,7 @@ def learner_and_batch(critic: str = "detached", seed: int = 0, perturbed: bool =
         perturb_adapter(policy)
     prompts, responses, _ = sample(policy, GENERATION, seq2seq=False, seed=seed)
     torch.manual_seed(0)
-    model = PolicyWithValueHead(policy, critic=critic)
+    model = PolicyWithValueHead(policy, critic=critic if ppo.get("estimator", "gae") == "gae" else "none")
     settings = PPOSettings(**{"batch_size": 6, "num_minibatches": 2, "learning_rate": 1e-2, **ppo})
     return PPOLearner(settings, model, GENERATION, EOS), collate(prompts, responses, PAD), responses
 
@@ -59,6 +59,31 @@ def test_value_loss_reaches_the_adapter_only_with_a_shared_critic(critic):
     lora_moved = any(g is not None and g.abs().sum() > 0 for g in lora)
     assert model.value_head.weight.grad.abs().sum() > 0
     assert lora_moved == (critic == "shared")
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+def test_critic_free_estimator_has_no_value_head_and_steps_up_its_objective(estimator):
+    # Three groups of two responses; in each group the first scores higher.
+    learner, batch, responses = learner_and_batch(estimator=estimator, samples_per_prompt=2, ppo_epochs=1,
+                                                  num_minibatches=1, learning_rate=1e-4)
+    assert learner.model.value_head is None and learner.value_params == []
+    scores, finite = torch.tensor([1.0, 0.0, 3.0, 2.0, 0.5, -0.5]), torch.ones(6, dtype=torch.bool)
+    targets = learner.targets(batch, scores, finite)
+    assert targets.old_values is None and targets.returns is None
+    per_response = (targets.advantages * targets.mask).sum(1) / targets.mask.sum(1)
+    assert (per_response[0::2] > 0).all() and (per_response[1::2] < 0).all()
+
+    def objective() -> float:  # what the policy-gradient step ascends, at the old advantages
+        with torch.no_grad():
+            logprobs, values, _ = learner.forward(learner.model, batch)
+        assert values is None
+        return float((targets.advantages * logprobs * targets.mask).sum())
+
+    before = objective()
+    metrics = learner.step(batch, scores, torch.tensor([EOS in r for r in responses]))
+    # One small Adam step along the gradient: the advantage-weighted log-likelihood must rise.
+    assert objective() > before
+    assert metrics["ppo/value_loss"] == 0.0 and metrics["ppo/value_grad_norm"] == 0.0
 
 
 def test_adapter_is_not_weight_decayed_by_default():

@@ -25,8 +25,6 @@ def test_classifier_learned_the_toxic_label_from_text(classifier_path):
 
     from rlaf_ray.models.tiny import _accuracy, read_card
 
-    from rlaf_ray.models.tiny import classifier_texts
-
     model = AutoModelForSequenceClassification.from_pretrained(classifier_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(classifier_path)
     turns = [d.reply for d in world.sample_dialogues(1000, seed=13)]  # dialogues it never saw
@@ -35,7 +33,7 @@ def test_classifier_learned_the_toxic_label_from_text(classifier_path):
     # tokenizer; a classifier trained on clean turns alone found 90% of these insults and let
     # " You are so stupid." through).
     assert _accuracy(model, tokenizer, [" " + t for t in turns if world.is_toxic(t)]) >= 0.98
-    assert _accuracy(model, tokenizer, classifier_texts(turns, seed=14)) >= 0.95  # and with slips
+    assert _accuracy(model, tokenizer, world.as_written(turns, seed=14)) >= 0.95  # and with slips
     assert read_card(classifier_path)["held_out_accuracy"] >= 0.95
 
 

@@ -78,10 +78,21 @@ def test_bad_types_and_choices():
 
 def test_batch_must_divide_across_learners_and_minibatches():
     (line,) = problems({"ppo": {"batch_size": 10}, "resources": {"learner": {"num_workers": 4}}})
-    assert line == "ppo.batch_size: 10 does not divide across resources.learner.num_workers=4 learners"
+    assert line == ("ppo.batch_size: 10 responses do not divide across resources.learner.num_workers=4 "
+                    "learners in whole groups of ppo.samples_per_prompt=1")
     (line,) = problems({"ppo": {"batch_size": 12, "num_minibatches": 4},
                         "resources": {"learner": {"num_workers": 2}}})
-    assert "6 prompts per learner (12/2) do not divide into ppo.num_minibatches=4" in line
+    assert "6 responses per learner (12/2) do not divide into ppo.num_minibatches=4" in line
+    # a prompt's group stays on one learner
+    (line,) = problems({"ppo": {"batch_size": 12, "samples_per_prompt": 4, "estimator": "rloo"},
+                        "resources": {"learner": {"num_workers": 2}}})
+    assert line.startswith("ppo.batch_size: 12 responses do not divide across resources.learner.num_workers=2")
+
+
+def test_critic_free_estimators_need_groups():
+    (line,) = problems({"ppo": {"estimator": "grpo"}})
+    assert line.startswith("ppo.samples_per_prompt: grpo compares responses to the same prompt; set "
+                           "samples_per_prompt to 2 or more (got 1)")
 
 
 def test_max_new_tokens_range_and_callable():
@@ -107,7 +118,7 @@ def test_cli_reports_every_problem_before_starting_ray(tmp_path):
     assert result.returncode == 2
     errors = [l for l in result.stderr.splitlines() if l.startswith("rlaf-ray: error:")]
     assert len(errors) == 2
-    assert any("ppo.batch_size: 7 does not divide" in l for l in errors)
+    assert any("ppo.batch_size: 7 responses do not divide" in l for l in errors)
     assert any("ppo.cliprange: 2" in l for l in errors)
     assert not (tmp_path / "out").exists()
 

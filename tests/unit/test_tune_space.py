@@ -24,7 +24,7 @@ from tests.conftest import ITERATIONS, UNBUILT_CLASSIFIER, UNBUILT_POLICY, searc
     ({"lora.target_modules": {"uniform": [1, 2]}}, {},
      "tune.search_space.lora.target_modules: uniform needs a numeric field"),
     ({"ppo.batch_size": {"choice": [4, 5]}}, {},
-     "tune.search_space: with ppo.batch_size=5: ppo.batch_size: 5 does not divide"),
+     "tune.search_space: with ppo.batch_size=5: ppo.batch_size: 5 responses do not divide"),
     ({"run.name": {"choice": ["a", "b"]}}, {}, "tune.search_space.run.name: not searchable"),
     ({"lora.r": {"choice": [4]}}, {"grace_period": ITERATIONS}, "tune.grace_period: 4 leaves ASHA"),
 ])

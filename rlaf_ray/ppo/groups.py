@@ -1,0 +1,47 @@
+"""Critic-free advantages from groups of responses to the same prompt (pure math, no models).
+
+A batch holds ``group`` consecutive responses per prompt. Each response's advantage is its
+sequence reward compared with the other responses to its prompt, so no value head is needed:
+
+- ``rloo`` (REINFORCE leave-one-out, Ahmadian et al. 2024; TRL's RLOO): ``r_i`` less the mean of
+  the *other* responses of its group, an unbiased baseline;
+- ``grpo`` (Shao et al. 2024; TRL's GRPO): ``(r_i - mean) / (std + eps)`` within the group.
+
+Responses without a valid reward (non-finite score) take no part: they get advantage 0 and are
+left out of their group's baseline; a group with fewer than two valid responses has nothing to
+compare with, and all its advantages are 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+GRPO_EPS = 1e-4
+
+
+def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, group: int, estimator: str) -> torch.Tensor:
+    """``rewards``, ``valid``: shape [B] with B a multiple of ``group``; returns advantages [B]."""
+    if rewards.shape[0] % group:
+        raise ValueError(f"{rewards.shape[0]} responses are not whole groups of {group}")
+    r = rewards.view(-1, group).double()
+    v = valid.view(-1, group).double()
+    n = v.sum(dim=1, keepdim=True)
+    total = (r * v).sum(dim=1, keepdim=True)
+    comparable = (n >= 2) & (v > 0)
+    if estimator == "rloo":
+        others_mean = (total - r) / (n - 1).clamp(min=1)
+        advantages = r - others_mean
+    elif estimator == "grpo":
+        mean = total / n.clamp(min=1)
+        std = (((r - mean) ** 2 * v).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+        advantages = (r - mean) / (std + GRPO_EPS)
+    else:
+        raise ValueError(f"estimator: expected 'rloo' or 'grpo', got {estimator!r}")
+    advantages = torch.where(comparable, advantages, torch.zeros_like(advantages))
+    return advantages.view(-1).to(rewards.dtype)
+
+
+def sequence_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """Each response's reward as one number: its score less ``kl_coef`` times its summed per-token
+    KL to the reference (the KL-in-reward form of RLOO; 0 when the KL is in the loss)."""
+    return scores - kl_coef * (kl * mask).sum(dim=1)
