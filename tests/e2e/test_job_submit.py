@@ -48,7 +48,8 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
             ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
              "--runtime-env", str(env_file), "--no-wait", "--",
              "python", "-m", "rlaf_ray", "train", "--config", "jobs/configs/offline_tiny.yaml",
-             "ppo.num_iterations=2", "evaluation.after_train=false", "run.name=submitted",
+             "ppo.num_iterations=2", "ppo.batch_size=8", "ppo.num_minibatches=2", "generation.max_new_tokens=8",
+             "evaluation.after_train=false", "run.name=submitted",
              f"run.output_dir={results}", f"run.cache_dir={tiny_cache}"],
             check=True, env=env, capture_output=True, text=True, timeout=300)
         job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
@@ -64,7 +65,7 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
         deadline = time.monotonic() + 600
         while (status := jobs("status", job_id).stdout) and not re.search(r"succeeded|failed|stopped", status, re.I):
             assert time.monotonic() < deadline, "job did not finish in 10 minutes"
-            time.sleep(5)
+            time.sleep(1)
         logs = jobs("logs", job_id).stdout
         assert re.search(rf"Job '{job_id}' succeeded", status), logs[-3000:]
         assert "[rlaf] done: adapter in" in logs

@@ -1,4 +1,8 @@
-"""The supervised baseline lowers the held-out loss on Ray Train; the comparison with RL."""
+"""The supervised baseline lowers the held-out loss on Ray Train; the comparison with the base.
+
+``compare`` measures any number of run directories the same way (the first run's held-out
+prompts and seeds, base first); a PPO run directory has the same layout as this one
+(``final/adapter``), so one run is enough to check the comparison end to end."""
 
 from __future__ import annotations
 
@@ -16,10 +20,9 @@ DIALOCONAN = {"source": "dialoconan", "path": str(DATA / "dialoconan_sample.json
 
 
 @pytest.mark.slow
-def test_sft_lowers_held_out_loss_and_compares_with_rl(ray_local, policy_path, classifier_path, tmp_path):
+def test_sft_lowers_held_out_loss_and_compares_with_the_base(ray_local, policy_path, classifier_path, tmp_path):
     from rlaf_ray.evaluation.compare import compare
     from rlaf_ray.sft import sft
-    from rlaf_ray.train import train
 
     config = base_config(policy_path, classifier_path, tmp_path, data=DIALOCONAN,
                          sft={"num_epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "eval_steps": 5},
@@ -33,19 +36,16 @@ def test_sft_lowers_held_out_loss_and_compares_with_rl(ray_local, policy_path, c
                                       str(sft_dir / "final" / "adapter"))
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
 
-    # The same file drives PPO: the comparison is fair by construction.
-    config["run"]["name"] = "rl"
-    rl_dir = train(from_dict(config))
-    rows = compare([sft_dir, rl_dir], tmp_path / "comparison")
-    assert [r["model"] for r in rows] == ["base", "sft", "rl"]
+    rows = compare([sft_dir], tmp_path / "comparison")
+    assert [r["model"] for r in rows] == ["base", "sft"]
     for row in rows:
         for key in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean", "perplexity",
                     "distinct_1", "distinct_2", "distinct_3"):
             assert key in row
         assert row["prompts"] == 6
     prompts = [[json.loads(line)["prompt"] for line in (tmp_path / "comparison" / m / "samples.jsonl").open()]
-               for m in ("base", "sft", "rl")]
-    assert sorted(prompts[0]) == sorted(prompts[1]) == sorted(prompts[2])
+               for m in ("base", "sft")]
+    assert sorted(prompts[0]) == sorted(prompts[1])
     table = (tmp_path / "comparison" / "comparison.md").read_text().splitlines()
-    assert len(table) == 2 + 3
+    assert len(table) == 2 + 2
     assert (tmp_path / "comparison" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
