@@ -236,9 +236,11 @@ def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.export import adapter_base, merge
     from rlaf_ray.models.policy import auto_class
     from rlaf_ray.models.tiny import resolve_model
+    from rlaf_ray.preflight import check_model_source
 
     adapter = str(Path(args.adapter).resolve())
     base = resolve_model(args.base or adapter_base(adapter), str(Path(args.cache_dir).expanduser()))
+    check_model_source("--base", base)
     model = ModelSettings(name_or_path=base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     out = merge(model, adapter, Path(args.out))
     print(f"[rlaf] merged model in {out} ({auto_class(model).__name__}.from_pretrained({str(out)!r}))")
@@ -247,7 +249,9 @@ def run_merge(args: argparse.Namespace) -> None:
 def run_generate(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, [f"model.name_or_path={args.model}", *args.overrides])
     from rlaf_ray.export import generate, read_prompts
+    from rlaf_ray.preflight import check_model_source
 
+    check_model_source("--model", cfg.model.name_or_path)
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
     responses = generate(cfg.model, args.adapter, prompts, cfg.generation, seed=args.seed)
     if args.out:

@@ -58,7 +58,10 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError([f"config file {str(p)!r}: not found"])
     try:
-        loaded = yaml.safe_load(p.read_text())
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"config file {str(p)!r}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                           f"offset {err.start})"])
     except yaml.YAMLError as err:
         raise ConfigError([f"config file {str(p)!r}: not valid YAML ({err})".replace("\n", " ")])
     if loaded is not None and not isinstance(loaded, dict):

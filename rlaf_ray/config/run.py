@@ -34,6 +34,7 @@ class RunSettings(Section):
     name: str = Field("rlaf", description=(
         "Run directory name under output_dir; the same name and output_dir resume the run."))
     output_dir: str = Field("results", description="Parent of the run directory.")
+
     checkpoint_every: int = Field(5, ge=1, description="Iterations between checkpoints.")
     keep_checkpoints: Annotated[int, Field(ge=1)] | None = Field(2, description="Checkpoints kept; null: all.")
     max_failures: int = Field(0, ge=-1, description="Learner-group restarts Ray Train allows (-1: unlimited).")
@@ -47,8 +48,10 @@ class RunSettings(Section):
 
     @model_validator(mode="after")
     def _plain_name(self):
-        if not self.name or "/" in self.name or self.name.strip() != self.name:
-            raise ValueError(f"name: {self.name!r} must be a non-empty name without '/' or surrounding spaces")
+        # The run directory is output_dir/name: "..", "." or "a/b" would write outside it or nest runs.
+        if self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name or self.name.strip() != self.name:
+            raise ValueError(f"name: {self.name!r} must be one directory name: not '.' or '..', without '/' "
+                             f"or surrounding spaces")
         return self
 
 

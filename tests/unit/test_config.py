@@ -195,3 +195,18 @@ def test_recipe_fields_and_bounds():
     assert any(l.startswith("ppo.reward_clip: 0.0 is out of range") for l in lines)
     assert any(l.startswith("ppo.critic: expected one of 'detached' | 'shared'") for l in lines)
     assert from_dict({"ppo": {"early_stop_kl": None, "reward_clip": None}}).ppo.reward_clip is None
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", " x"])
+def test_run_name_is_one_directory_name(name):
+    (line,) = problems({"run": {"name": name}})
+    assert line.startswith(f"run.name: {name!r} must be one directory name")
+
+
+def test_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"config file {str(path)!r}: not UTF-8 text (byte 0xe9 at offset 16)"
+
