@@ -30,11 +30,13 @@ from rlaf_ray.roles.rollout import RolloutWorker
 from rlaf_ray.run_guard import check_run_dir, save_run_config
 
 
-def actor_options(res: RoleResources, name: str, placement_group=None, runtime_env: dict | None = None) -> dict:
+def actor_options(res: RoleResources, name: str, placement_group=None, runtime_env: dict | None = None,
+                  restarts: int = 0, retries: int = 0) -> dict:
     """``placement_group``: reserved for these actors (a Tune trial's group): each goes into any
-    bundle with room, and what it starts itself is not held to the group."""
+    bundle with room, and what it starts itself is not held to the group. ``restarts``: Ray starts
+    the actor again after its process dies; ``retries``: Ray resends the calls it lost then."""
     options = {"name": name, "num_cpus": res.num_cpus, "num_gpus": res.num_gpus,
-               "resources": dict(res.resources)}
+               "resources": dict(res.resources), "max_restarts": restarts, "max_task_retries": retries}
     if runtime_env:
         options["runtime_env"] = runtime_env
     if placement_group is not None:
@@ -55,14 +57,20 @@ class Roles:
 
 
 def start_roles(cfg: RLAFConfig, placement_group=None) -> Roles:
-    """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard."""
+    """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard. Both are
+    restarted when their process dies (``run.role_restarts``): the stateless reward actor has its
+    lost calls resent by Ray; the learner re-syncs a restarted rollout actor and resends its call
+    itself (``roles.learner.generate_and_score``)."""
     prefix, env = f"rlaf:{cfg.run.name}", deterministic_runtime_env(cfg.run.deterministic)
+    restarts = cfg.run.role_restarts
     rollout = [ray.remote(RolloutWorker)
-               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group, env))
+               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group, env,
+                                        restarts=restarts))
                .remote(cfg.model, cfg.lora, cfg.generation, i, deterministic=cfg.run.deterministic)
                for i in range(cfg.resources.rollout.num_workers)]
     reward = [ray.remote(RewardWorker)
-              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group, env))
+              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group, env,
+                                       restarts=restarts, retries=restarts))
               .remote(cfg.reward, i) for i in range(cfg.resources.reward.num_workers)]
     roles = Roles(rollout, reward)
     ray.get([actor.ready.remote() for actor in roles.all()])

@@ -41,6 +41,12 @@ class RunSettings(Section):
     resource_wait_s: Number = Field(0.0, ge=0.0, description=(
         "Seconds to wait for an autoscaling cluster to add the nodes the roles need (0: fail at once)."))
     cache_dir: str = Field("~/.cache/rlaf_ray", description="Where the offline tiny models are cached.")
+    role_restarts: int = Field(3, ge=0, description=(
+        "Restarts allowed to each rollout and reward actor whose process dies; the call it was serving is "
+        "retried, a restarted rollout actor first gets the current adapter. 0: a dead actor ends the run."))
+    role_timeout_s: Annotated[Number, Field(gt=0.0)] | None = Field(900.0, description=(
+        "Seconds one generate or score call may take before the run stops with the role and actor named; "
+        "null: no limit."))
     deterministic: bool = Field(False, description=(
         "Deterministic algorithms in every process that trains or generates (torch."
         "use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, no cuDNN autotuning): bitwise-repeatable "

@@ -42,6 +42,7 @@ from rlaf_ray.models.policy import (
 from rlaf_ray.ppo.batch import collate
 from rlaf_ray.ppo.distributed import global_sums
 from rlaf_ray.ppo.update import PPOLearner
+from rlaf_ray.roles.calls import RankRoles, generate_and_score
 from rlaf_ray.run_log import RunLog
 from rlaf_ray.timing import timed
 
@@ -63,7 +64,8 @@ def learner_loop(loop_config: dict) -> None:
     cfg: RLAFConfig = loop_config["config"]
     rollout_workers, reward_workers = loop_config["rollout"], loop_config["reward"]
     rank = ray.train.get_context().get_world_rank()
-    rollout, reward = rollout_workers[rank % len(rollout_workers)], reward_workers[rank % len(reward_workers)]
+    roles = RankRoles(rollout_workers[rank % len(rollout_workers)], reward_workers[rank % len(reward_workers)],
+                      rank % len(rollout_workers), rank % len(reward_workers))
     learner, state = build_learner(cfg, rollout_workers)
     group = cfg.ppo.samples_per_prompt
     batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.batch_size // learner.world // group,
@@ -73,10 +75,9 @@ def learner_loop(loop_config: dict) -> None:
         with timed("iteration", timings):
             state.epoch, state.batches_in_epoch, batch = next(batches)
             with timed("rollout_wall", timings):
-                out, scored = generate_and_score(rollout, reward, batch, iteration_seed(cfg, state.iteration, rank),
-                                                 group)
-            if out["version"] != state.iteration:
-                raise RuntimeError(f"rollout used adapter version {out['version']}, expected {state.iteration}")
+                out, scored = generate_and_score(
+                    cfg, roles, batch, iteration_seed(cfg, state.iteration, rank), state.iteration,
+                    resync=lambda: sync_adapter(learner.inner.policy, [roles.rollout], state.iteration))
             with timed("learn", timings):
                 metrics = learner.update(out, scored)
             state.iteration += 1
@@ -100,14 +101,6 @@ def objective(cfg: RLAFConfig, metrics: dict[str, float]) -> float:
     (``tune.kl_price``), so that a trial cannot win by drifting away from fluent language. The
     price is fixed, not the run's own kl_coef, which a search may lower to win."""
     return metrics["reward/mean"] - cfg.tune.kl_price * metrics["kl/mean"]
-
-
-def generate_and_score(rollout, reward, batch: dict, seed: int, group: int = 1) -> tuple[dict, dict]:
-    """generate -> score: the rollout goes to the reward actor as an ObjectRef. Each prompt is
-    sampled ``group`` times, its responses side by side (the groups of ``ppo/groups.py``)."""
-    prompts = [str(p) for p in batch["prompt"] for _ in range(group)]
-    rollout_ref = rollout.generate.remote(prompts, seed)
-    return tuple(ray.get([rollout_ref, reward.score.remote(rollout_ref)]))
 
 
 def iteration_seed(cfg: RLAFConfig, iteration: int, rank: int) -> int:
@@ -136,9 +129,16 @@ def prompt_batches(shard, batch_size: int, state: LoopState, seed: int):
 
 
 def sync_adapter(policy, rollout_workers: list, version: int) -> None:
-    """One ``ray.put`` of the LoRA tensors; every rollout actor loads the same object."""
+    """One ``ray.put`` of the LoRA tensors; every rollout actor loads the same object. An actor
+    that dies meanwhile is left out: Ray restarts it, and its rank re-syncs it before its next
+    generate (``generate_and_score``)."""
     ref = ray.put(adapter_state_dict(policy))
-    loaded = ray.get([w.load_adapter.remote(ref, version) for w in rollout_workers])
+    loaded = []
+    for call in [w.load_adapter.remote(ref, version) for w in rollout_workers]:
+        try:
+            loaded.append(ray.get(call))
+        except ray.exceptions.RayActorError:
+            loaded.append(version)
     if loaded != [version] * len(rollout_workers):
         raise RuntimeError(f"adapter sync: rollout workers report versions {loaded}, expected {version}")
 
