@@ -36,6 +36,8 @@ RESUMABLE: dict[str, Callable[[Any, Any], bool] | None] = {
     "run.checkpoint_every": None,
     "run.keep_checkpoints": None,
     "run.max_failures": None,
+    "run.role_restarts": None,
+    "run.role_timeout_s": None,
     "run.resource_wait_s": None,
     "run.cache_dir": None,  # a model cached elsewhere still shows as a model path change
     "run.deterministic": None,  # kernels' rounding only, as between any two GPU runs without it
