@@ -17,11 +17,12 @@ from rlaf_ray.run_log import read_metrics
 from rlaf_ray.train import train
 from tests.conftest import base_config
 
-ITERATIONS = 4
+ITERATIONS = 5
 
 
 def kill_roles_after(run_dir, iterations: int, killed: dict) -> None:
-    """Once ``iterations`` are in metrics.jsonl, SIGKILL the rollout and the reward actor."""
+    """Once ``iterations`` are in metrics.jsonl, SIGKILL the rollout and the reward actor (early:
+    the iterations left must outlast the kill, or the test would race the run's end)."""
     import ray
 
     metrics = run_dir / "metrics.jsonl"
@@ -43,7 +44,7 @@ def test_run_survives_killed_rollout_and_reward_actors(ray_local, policy_path, c
                          ppo={"num_iterations": ITERATIONS})
     run_dir = tmp_path / "results" / "faults"
     killed: dict[str, int] = {}
-    killer = threading.Thread(target=kill_roles_after, args=(run_dir, 2, killed), daemon=True)
+    killer = threading.Thread(target=kill_roles_after, args=(run_dir, 1, killed), daemon=True)
     killer.start()
     train(from_dict(config))
     killer.join(timeout=60)
