@@ -61,3 +61,12 @@ def test_dialogues_are_seeded_and_prompts_end_with_the_next_speaker():
         assert len(turns) == len(d.context) + 1
         assert turns[-1] == world.SPEAKERS[len(d.context) % 2] + ":"
         assert d.reply_text == " " + d.reply
+
+
+def test_as_written_gives_turns_after_a_space_or_with_slips_repeatably():
+    turns = [d.reply for d in world.sample_dialogues(400, seed=5)]
+    written = world.as_written(turns, seed=1)
+    assert written == world.as_written(turns, seed=1) and written != world.as_written(turns, seed=2)
+    spaced = sum(w.startswith(" ") for w in written) / len(written)
+    slipped = sum(w.strip() != t for w, t in zip(written, turns)) / len(written)
+    assert 0.4 < spaced < 0.6 and 0.3 < slipped < 0.6  # half after a space; about half with a slip
