@@ -90,10 +90,10 @@ def count_prompts(cfg: RLAFConfig, prompts: PromptSplit) -> dict[str, int]:
         raise ConfigError([f"data: no prompts left in {where} after the filters (source {cfg.data.source!r}, "
                            f"min_chars={cfg.data.min_chars}, max_chars={cfg.data.max_chars}, "
                            f"too_long={cfg.data.too_long!r})"])
-    prompts_per_batch = cfg.ppo.batch_size // cfg.ppo.samples_per_prompt
-    if stats["rows"] < prompts_per_batch:
-        raise ConfigError([f"data: {stats['rows']} prompts in {where}, fewer than the {prompts_per_batch} of "
-                           f"one batch (ppo.batch_size={cfg.ppo.batch_size} / "
+    needed = cfg.ppo.prompts_per_iteration
+    if stats["rows"] < needed:
+        raise ConfigError([f"data: {stats['rows']} prompts in {where}, fewer than the {needed} of one batch "
+                           f"(ppo.batch_size={cfg.ppo.batch_size} / "
                            f"ppo.samples_per_prompt={cfg.ppo.samples_per_prompt})"])
     print(f"[rlaf] data: {stats['rows']} prompts in {where}; longer than "
           f"model.max_prompt_length={cfg.model.max_prompt_length} tokens: {stats['truncated']} truncated "

@@ -61,6 +61,11 @@ class PPOSettings(Section):
         "Subtracted from the (normalized) score of responses that hit max_new_tokens without EOS; null: none."))
     seed: int = Field(0, description="Seed of sampling, minibatch order and initialization.")
 
+    @property
+    def prompts_per_iteration(self) -> int:
+        """Prompts drawn per iteration over all learners (each sampled samples_per_prompt times)."""
+        return self.batch_size // self.samples_per_prompt
+
     @model_validator(mode="after")
     def _groups_fit_estimator(self):
         if self.estimator != "gae" and self.samples_per_prompt < 2:

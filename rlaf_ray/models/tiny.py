@@ -329,7 +329,7 @@ def resolve_models(names: list[str], cache_dir: str | os.PathLike) -> list[str]:
     """``resolve_model`` for each name; the tiny models not yet in ``cache_dir`` are built side by
     side, one process per CPU core (each build runs on one thread), so a fresh cache costs the
     longest build rather than the sum of all."""
-    missing = sorted({n for n in names if n.startswith(TINY_PREFIX) and not _is_built(n, cache_dir)})
+    missing = sorted({n for n in names if n.startswith(TINY_PREFIX) and not _is_built(_target(n, cache_dir))})
     workers = min(len(missing), os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -345,8 +345,8 @@ def _target(name: str, cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir).expanduser() / "tiny" / f"{kind}-v{BUILD_VERSION}"
 
 
-def _is_built(name: str, cache_dir: str | os.PathLike) -> bool:
-    return (_target(name, cache_dir) / "config.json").is_file()
+def _is_built(target: Path) -> bool:
+    return (target / "config.json").is_file()
 
 
 def resolve_model(name_or_path: str, cache_dir: str | os.PathLike) -> str:
@@ -355,7 +355,7 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike) -> str:
         return name_or_path
     kind = name_or_path[len(TINY_PREFIX):]
     target = _target(name_or_path, cache_dir)
-    if _is_built(name_or_path, cache_dir):
+    if _is_built(target):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: concurrent builders never see a half-written model.
@@ -365,7 +365,7 @@ def resolve_model(name_or_path: str, cache_dir: str | os.PathLike) -> str:
         try:
             os.rename(staging, target)
         except OSError:
-            if not (target / "config.json").is_file():
+            if not _is_built(target):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

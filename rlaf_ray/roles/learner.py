@@ -67,8 +67,7 @@ def learner_loop(loop_config: dict) -> None:
     roles = RankRoles(rollout_workers[rank % len(rollout_workers)], reward_workers[rank % len(reward_workers)],
                       rank % len(rollout_workers), rank % len(reward_workers))
     learner, state = build_learner(cfg, rollout_workers)
-    group = cfg.ppo.samples_per_prompt
-    batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.batch_size // learner.world // group,
+    batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.prompts_per_iteration // learner.world,
                              state, seed=cfg.data.seed * 7919 + rank)
     while state.iteration < cfg.ppo.num_iterations:
         timings: dict[str, float] = {}
@@ -133,13 +132,13 @@ def sync_adapter(policy, rollout_workers: list, version: int) -> None:
     that dies meanwhile is left out: Ray restarts it, and its rank re-syncs it before its next
     generate (``generate_and_score``)."""
     ref = ray.put(adapter_state_dict(policy))
-    loaded = []
+    loaded = []  # the versions of the actors that answered
     for call in [w.load_adapter.remote(ref, version) for w in rollout_workers]:
         try:
             loaded.append(ray.get(call))
         except ray.exceptions.RayActorError:
-            loaded.append(version)
-    if loaded != [version] * len(rollout_workers):
+            pass
+    if any(v != version for v in loaded):
         raise RuntimeError(f"adapter sync: rollout workers report versions {loaded}, expected {version}")
 
 
