@@ -15,6 +15,7 @@ from pathlib import Path
 from rlaf_ray import __version__
 from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
+from rlaf_ray.storage import RunStorage, is_uri, local_copy
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 RESUME_HELP = ("continue the run in <run.output_dir>/<run.name> with changed settings that do not change "
@@ -202,14 +203,15 @@ def run_toxicity(args: argparse.Namespace) -> None:
 
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
     init_ray(args.address)
-    result = measure(cfg, str(Path(args.adapter).resolve()) if args.adapter else None, Path(args.out))
+    adapter = str(local_copy(args.adapter, cfg.run.cache_dir)) if args.adapter else None
+    result = measure(cfg, adapter, Path(args.out))
     print_metrics({"model": result.metrics})
     print(f"[rlaf] toxicity: {Path(args.out) / 'metrics.json'}, samples in {result.samples_path}")
 
 
 def run_report(args: argparse.Namespace) -> None:
-    run_dir = Path(args.run).resolve()
-    if not (run_dir / "final" / "adapter").is_dir():
+    run_dir = local_copy(args.run)
+    if not (run_dir / "final" / "adapter" / "adapter_config.json").is_file():
         raise ConfigError([f"--run {args.run!r}: no final/adapter in it; expected a finished train run"])
     cfg = load_config(run_dir / "config.yaml", args.overrides)
     from rlaf_ray.evaluation.report import write_report
@@ -218,7 +220,10 @@ def run_report(args: argparse.Namespace) -> None:
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
     init_ray()
     print_metrics(write_report(cfg, run_dir))
-    print(f"[rlaf] report: {run_dir / 'report'}")
+    storage = RunStorage(args.run) if is_uri(args.run) else None
+    if storage is not None:
+        storage.push("report")
+    print(f"[rlaf] report: {storage.where('report') if storage else run_dir / 'report'}")
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -226,7 +231,7 @@ def run_compare(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     init_ray()
-    rows = compare([Path(r).resolve() for r in args.runs if r != "base"], out, args.overrides)
+    rows = compare([local_copy(r) for r in args.runs if r != "base"], out, args.overrides)
     print_metrics({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows})
     print(f"[rlaf] comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
 
@@ -238,7 +243,7 @@ def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.models.tiny import resolve_model
     from rlaf_ray.preflight import check_model_source
 
-    adapter = str(Path(args.adapter).resolve())
+    adapter = str(local_copy(args.adapter, args.cache_dir))
     base = resolve_model(args.base or adapter_base(adapter), str(Path(args.cache_dir).expanduser()))
     check_model_source("--base", base)
     model = ModelSettings(name_or_path=base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -262,6 +267,12 @@ def run_generate(args: argparse.Namespace) -> None:
     else:
         for p, r in zip(prompts, responses):
             print(f"{p}{r}\n---")
+
+
+def where(cfg, run_dir: Path, relative: str) -> str:
+    """A file of a finished run as a person finds it: at the URI when the run has one."""
+    storage = cfg.run_storage
+    return storage.where(relative) if storage.remote else str(run_dir / relative)
 
 
 def fresh_run_name(cfg) -> str:
@@ -324,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             from rlaf_ray.train import train
 
             run_dir = train(cfg, address=args.address, resume=args.resume)
-            print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+            print(f"[rlaf] done: adapter in {where(cfg, run_dir, 'final/adapter')}")
         elif args.command == "tune":
             cfg = load_config(args.config, args.overrides)
             from rlaf_ray.tune import tune_search
@@ -336,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             from rlaf_ray.sft import sft
 
             run_dir = sft(cfg, address=args.address, resume=args.resume)
-            print(f"[rlaf] done: adapter in {run_dir / 'final' / 'adapter'}")
+            print(f"[rlaf] done: adapter in {where(cfg, run_dir, 'final/adapter')}")
         elif args.command == "merge":
             run_merge(args)
         elif args.command == "generate":

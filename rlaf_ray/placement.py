@@ -13,6 +13,7 @@ from ray.train import ScalingConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
+from rlaf_ray.storage import RunStorage, is_uri
 
 ROLES = ("learner", "rollout", "reward")
 
@@ -65,17 +66,53 @@ def alive_node_resources() -> list[dict[str, float]]:
     return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
 
 
-def ensure_placement(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> None:
-    """Fail fast when the roles cannot be placed; wait up to ``run.resource_wait_s`` first for an
-    autoscaling cluster to add the nodes they need."""
-    deadline = time.monotonic() + cfg.run.resource_wait_s
-    while True:
+def role_bundles(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> list[dict[str, float]]:
+    """One bundle per worker of the roles: what the autoscaler is asked to make room for."""
+    bundles = []
+    for role in roles:
+        res: RoleResources = getattr(cfg.resources, role)
+        if demand := worker_demand(res):
+            bundles += [demand] * res.num_workers
+    return bundles
+
+
+def ensure_placement(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> bool:
+    """Fail fast when the roles cannot be placed. With ``run.resource_wait_s`` > 0, first ask the
+    autoscaler for the roles' bundles (it adds nodes only for demand it is told about: actors
+    not yet created are none) and wait for them, reporting what is still missing. Returns whether
+    a request was made: ``release_request`` withdraws it when the run ends, so that the cluster
+    can scale down again."""
+    problems = placement_problems(cfg, alive_node_resources(), roles)
+    if not problems:
+        return False
+    if cfg.run.resource_wait_s <= 0:
+        raise ConfigError(problems)
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=role_bundles(cfg, roles))
+    start = time.monotonic()
+    deadline, next_note = start + cfg.run.resource_wait_s, start
+    while problems:
+        now = time.monotonic()
+        if now >= deadline:
+            release_request()
+            raise ConfigError([f"{problems[0]} (waited run.resource_wait_s={cfg.run.resource_wait_s:g} s "
+                               f"for the autoscaler)", *problems[1:]])
+        if now >= next_note:
+            print(f"[rlaf] asked the autoscaler for {len(role_bundles(cfg, roles))} worker bundles; "
+                  f"{int(now - start)} s of {cfg.run.resource_wait_s:g} s: {problems[0]}", flush=True)
+            next_note = now + 30
+        time.sleep(1)
         problems = placement_problems(cfg, alive_node_resources(), roles)
-        if not problems:
-            return
-        if time.monotonic() >= deadline:
-            raise ConfigError(problems)
-        time.sleep(5)
+    print(f"[rlaf] the cluster has room for the roles after {time.monotonic() - start:.0f} s", flush=True)
+    return True
+
+
+def release_request() -> None:
+    """Withdraw this run's standing request to the autoscaler."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
 
 
 @ray.remote(num_cpus=0)
@@ -86,7 +123,11 @@ def _sees(path: str, token: str) -> bool:
 
 def ensure_shared_output(output_dir: str) -> None:
     """On a multi-node cluster, every node must see ``output_dir`` (checkpoints are written by
-    learners wherever they run, reports are read back by the driver): probe it with a marker."""
+    learners wherever they run, reports are read back by the driver): probe it with a marker.
+    A URI is the same place from every node: check only that it can be written."""
+    if is_uri(output_dir):
+        RunStorage(output_dir).probe()
+        return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return

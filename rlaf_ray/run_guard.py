@@ -93,33 +93,35 @@ def _listed(changes: list[tuple[str, Any, Any]]) -> str:
 def check_run_dir(cfg: RLAFConfig, resume: bool = False, command: str = "train") -> list[tuple[str, Any, Any]]:
     """May ``cfg`` (prepared) start in its run directory? Raises a one-line ``ConfigError`` if not;
     returns the changes accepted with ``resume`` (empty: a new run, or the same one resumed)."""
-    run_dir = cfg.run_dir
+    storage = cfg.run_storage
+    storage.pull()  # a run at a URI: its files (not its checkpoints) into the local mirror
+    run_dir, shown = storage.local, storage.where()
     saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
         others = sorted(p.name for pattern in OTHER_RUN_FILES for p in run_dir.glob(pattern))
         if others:
-            raise ConfigError([f"run.name: {str(run_dir)!r} holds {', '.join(others)} but no {CONFIG_FILE}: "
+            raise ConfigError([f"run.name: {shown!r} holds {', '.join(others)} but no {CONFIG_FILE}: "
                                "not a run this command can continue; choose a new run.name"])
         if resume:
-            raise ConfigError([f"--resume: no run to resume in {str(run_dir)!r} (no {CONFIG_FILE}); "
+            raise ConfigError([f"--resume: no run to resume in {shown!r} (no {CONFIG_FILE}); "
                                "drop --resume to start a new run there"])
         return []
     saved_command = _saved_command(run_dir)
     if saved_command not in (None, command):
-        raise ConfigError([f"run.name: {str(run_dir)!r} holds a run of rlaf-ray {saved_command}, which "
+        raise ConfigError([f"run.name: {shown!r} holds a run of rlaf-ray {saved_command}, which "
                            f"rlaf-ray {command} cannot continue; choose a new run.name"])
     try:
         saved = load_config(saved_path)
     except ConfigError as err:
-        raise ConfigError([f"run.name: the saved configuration {str(saved_path)!r} is no longer valid "
+        raise ConfigError([f"run.name: the saved configuration {storage.where(CONFIG_FILE)!r} is no longer valid "
                            f"({err.problems[0]}); choose a new run.name"]) from None
     changes = differences(saved.to_dict(), cfg.to_dict(), command)
     fixed = [c for c in changes if not resumable(*c)]
     if fixed:
-        raise ConfigError([f"run.name: {str(run_dir)!r} holds a run with other settings ({_listed(fixed)}); "
+        raise ConfigError([f"run.name: {shown!r} holds a run with other settings ({_listed(fixed)}); "
                            "a run cannot continue with them, even with --resume: choose a new run.name"])
     if changes and not resume:
-        raise ConfigError([f"run.name: {str(run_dir)!r} holds this run with other settings "
+        raise ConfigError([f"run.name: {shown!r} holds this run with other settings "
                            f"({_listed(changes)}); add --resume to continue it with them, or choose a new run.name"])
     return changes
 
@@ -135,20 +137,24 @@ def save_run_config(cfg: RLAFConfig, changes: list[tuple[str, Any, Any]], comman
     """Write ``config.yaml`` (and ``run.json``) after ``check_run_dir`` passed; returns the line to
     print. A resumed run keeps its file; with accepted changes, the previous one is kept as
     ``config.<n>.yaml`` and the new one written."""
-    run_dir = cfg.run_dir
+    storage = cfg.run_storage
+    run_dir = storage.local
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
-    where = Path(run_dir).resolve()
+    where = storage.where() if storage.remote else Path(run_dir).resolve()
     if not (run_dir / RUN_FILE).is_file():
         (run_dir / RUN_FILE).write_text(json.dumps({"command": command}) + "\n")
+        storage.push(RUN_FILE)
     if not saved.is_file():
         saved.write_text(dump_yaml(cfg))
+        storage.push(CONFIG_FILE)
         return f"[rlaf] new {command} run in {where}"
     if not changes:
         return f"[rlaf] continuing the {command} run in {where} from its latest checkpoint (same settings)"
     kept = previous_config_path(run_dir)
     saved.rename(kept)
     saved.write_text(dump_yaml(cfg))
+    storage.push(kept.name, CONFIG_FILE)
     return (f"[rlaf] continuing the {command} run in {where} from its latest checkpoint with "
             f"{_listed(changes)}; previous settings kept in {kept.name}")
 

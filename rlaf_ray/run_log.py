@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+
+from rlaf_ray.storage import RunStorage
 
 CONSOLE_KEYS = (
     ("reward/mean", "reward {:+.3f}"),
@@ -18,11 +21,17 @@ CONSOLE_KEYS = (
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, total_iterations: int, resume_from: int = 0):
+    """Written by learner rank 0 into the run directory (its local mirror when ``run.output_dir``
+    is a URI: each iteration's files are pushed after it)."""
+
+    def __init__(self, storage: RunStorage, total_iterations: int, resume_from: int = 0):
+        self.storage = storage
+        run_dir = storage.local
         self.path = run_dir / "metrics.jsonl"
         self.total = total_iterations
         self.seconds: list[float] = []  # per iteration, for the ETA
         run_dir.mkdir(parents=True, exist_ok=True)
+        storage.pull(self.path.name)  # a resumed run's earlier lines, wherever it ran before
         self._truncate_after(resume_from)
         try:
             from tensorboardX import SummaryWriter
@@ -35,9 +44,11 @@ class RunLog:
         """A resumed run redoes the iterations after its checkpoint: drop their old lines."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [json.dumps(record) for record in parse_lines(self.path.read_text())
+                if record.get("iteration", 0) <= iteration]
+        staging = self.path.with_name(self.path.name + ".partial")
+        staging.write_text("".join(line + "\n" for line in kept))
+        os.replace(staging, self.path)  # a crash here leaves the old file or the new, never half of it
 
     def write(self, iteration: int, metrics: dict[str, float]) -> None:
         record = {"iteration": iteration, **metrics}
@@ -48,6 +59,7 @@ class RunLog:
                 if isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, iteration)
             self.tb.flush()
+        self.storage.push(self.path.name, "tensorboard")
         parts = [fmt.format(metrics[k]) for k, fmt in CONSOLE_KEYS if k in metrics]
         if "time/iteration" in metrics:
             self.seconds.append(metrics["time/iteration"])
@@ -62,6 +74,22 @@ class RunLog:
             self.tb.close()
 
 
+def parse_lines(text: str) -> list[dict]:
+    """The records of a ``metrics.jsonl``; a torn last line (the process died while appending it)
+    is left out, not a crash of every later reader."""
+    records = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # torn while written: that iteration is redone from its checkpoint
+            raise
+    return records
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_lines((Path(run_dir) / "metrics.jsonl").read_text())

@@ -11,6 +11,7 @@ adapter in ``<run>/final/adapter``, like ``train``, so the two compare on equal 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,9 +33,15 @@ from rlaf_ray.models.policy import (
     load_tokenizer,
     lora_config,
 )
-from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
+from rlaf_ray.placement import (
+    ensure_placement,
+    ensure_shared_output,
+    release_request,
+    scaling_config,
+)
 from rlaf_ray.preflight import prepare
 from rlaf_ray.run_guard import check_run_dir, save_run_config
+from rlaf_ray.storage import replace_dir
 
 
 def count_references(split: PromptSplit) -> tuple[int, int]:
@@ -116,11 +123,15 @@ def sft_loop(loop_config: dict) -> None:
         final = trainer.evaluate()["eval_loss"]
         if rank == 0:
             run_dir = cfg.run_dir
-            trainer.model.save_pretrained(run_dir / "final" / "adapter")
-            trainer.processing_class.save_pretrained(run_dir / "final" / "adapter")
+            # Beside final/ and renamed into place: a final/ that exists is whole (as in train).
+            staging = run_dir / f"final.partial-{os.getpid()}"
+            trainer.model.save_pretrained(staging / "adapter")
+            trainer.processing_class.save_pretrained(staging / "adapter")
+            replace_dir(staging, run_dir / "final")
             summary = {"eval_loss_initial": initial, "eval_loss_final": final,
                        "log_history": trainer.state.log_history}
             (run_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
+            cfg.run_storage.push("sft_metrics.json", "final", last="adapter_config.json")
             print(f"[rlaf] sft: held-out loss {initial if initial is not None else 'n/a'} -> {final:.4f}",
                   file=sys.__stdout__, flush=True)
 
@@ -134,7 +145,15 @@ def sft(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Pa
                            "model; the SFT baseline uses TRL's SFTTrainer, which trains causal LMs only"])
     changes = check_run_dir(cfg, resume, command="sft")
     init_ray(address)
-    ensure_placement(cfg, roles=("learner",))
+    requested = ensure_placement(cfg, roles=("learner",))
+    try:
+        return run_sft_learners(cfg, changes)
+    finally:
+        if requested:
+            release_request()
+
+
+def run_sft_learners(cfg: RLAFConfig, changes: list) -> Path:
     ensure_shared_output(cfg.run.output_dir)
     splits = {"train": load_split(cfg.data, cfg.model, "train"),
               "eval": load_split(cfg.data, cfg.model, cfg.sft.eval_split)}

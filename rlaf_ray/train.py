@@ -22,7 +22,12 @@ from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, get_source, load_split
 from rlaf_ray.determinism import deterministic_runtime_env
-from rlaf_ray.placement import ensure_placement, ensure_shared_output, scaling_config
+from rlaf_ray.placement import (
+    ensure_placement,
+    ensure_shared_output,
+    release_request,
+    scaling_config,
+)
 from rlaf_ray.preflight import prepare
 from rlaf_ray.roles.learner import learner_loop
 from rlaf_ray.roles.reward import RewardWorker
@@ -107,26 +112,9 @@ def prompt_data_config() -> DataConfig:
     return DataConfig(execution_options=ExecutionOptions(preserve_order=True))
 
 
-def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = None,
-          placement_group=None, prompts: PromptSplit | None = None, resume: bool = False) -> Path:
-    """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``.
-
-    A run directory that already holds a run continues it only with the same settings, or with
-    ``resume`` and changes that ``rlaf_ray.run_guard.RESUMABLE`` allows (``--resume``).
-
-    ``address``: a Ray cluster to join (default: RAY_ADDRESS, else a local instance).
-    ``callbacks``: extra Ray Train callbacks, e.g. ``TuneReportCallback`` when this run is a Tune
-    trial; ``placement_group``: where the rollout and reward actors are reserved (the trial's);
-    ``prompts``: the train split already loaded with these data and model settings (shared by a
-    search's trials). ``rlaf_ray.tune`` calls it from an actor of the trial, Ray initialized.
-    """
-    evaluate_after = cfg.evaluation.after_train
-    # every check that needs no actor, before Ray starts
-    cfg = prepare(cfg, ("train", cfg.evaluation.split) if evaluate_after else ("train",),
-                  evaluation=evaluate_after)
-    changes = check_run_dir(cfg, resume)
-    init_ray(address)
-    ensure_placement(cfg)
+def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placement_group,
+                 prompts: PromptSplit | None) -> Path:
+    """Save the run's config, start the role actors and run the learner group to the end."""
     ensure_shared_output(cfg.run.output_dir)
     if prompts is None:
         prompts = load_split(cfg.data, cfg.model, "train")
@@ -135,6 +123,7 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
     run_dir = cfg.run_dir
     print(save_run_config(cfg, changes), flush=True)
     (run_dir / "data_stats.json").write_text(json.dumps({"train": stats}, indent=1))
+    cfg.run_storage.push("data_stats.json")
 
     roles = start_roles(cfg, placement_group)
     try:
@@ -156,11 +145,41 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
         trainer.fit()
     finally:
         stop_roles(roles)
+    return run_dir
+
+
+def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = None,
+          placement_group=None, prompts: PromptSplit | None = None, resume: bool = False) -> Path:
+    """Run PPO to completion (or resume it); returns the run directory holding ``final/adapter``.
+
+    A run directory that already holds a run continues it only with the same settings, or with
+    ``resume`` and changes that ``rlaf_ray.run_guard.RESUMABLE`` allows (``--resume``).
+
+    ``address``: a Ray cluster to join (default: RAY_ADDRESS, else a local instance).
+    ``callbacks``: extra Ray Train callbacks, e.g. ``TuneReportCallback`` when this run is a Tune
+    trial; ``placement_group``: where the rollout and reward actors are reserved (the trial's);
+    ``prompts``: the train split already loaded with these data and model settings (shared by a
+    search's trials). ``rlaf_ray.tune`` calls it from an actor of the trial, Ray initialized.
+    """
+    evaluate_after = cfg.evaluation.after_train
+    # every check that needs no actor, before Ray starts
+    cfg = prepare(cfg, ("train", cfg.evaluation.split) if evaluate_after else ("train",),
+                  evaluation=evaluate_after)
+    changes = check_run_dir(cfg, resume)
+    init_ray(address)
+    requested = ensure_placement(cfg)
+    try:
+        run_dir = run_learners(cfg, changes, callbacks, placement_group, prompts)
+    finally:
+        if requested:
+            release_request()
     if evaluate_after:
         from rlaf_ray.evaluation.report import (
             write_report,  # matplotlib etc. only when needed
         )
 
+        cfg.run_storage.pull("final", "metrics.jsonl")  # written by rank 0, maybe on another node
         write_report(cfg, run_dir)
-        print(f"[rlaf] report: {run_dir / 'report'}", flush=True)
+        cfg.run_storage.push("report")
+        print(f"[rlaf] report: {cfg.run_storage.where('report')}", flush=True)
     return run_dir

@@ -27,6 +27,9 @@ sys.path.insert(0, str(REPO))
 
 DATA = REPO / "jobs" / "data"
 SAMPLE_DATA = DATA / "dialogsum_sample.jsonl"
+# The world the tiny policy speaks: its dialogues, all of them usable as prompts.
+WORLD_DATA = {"source": "files", "path": str(DATA / "detox_world" / "{split}.jsonl"), "text_column": "text",
+              "min_chars": 0, "max_chars": None}
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -20,6 +21,9 @@ from rlaf_ray.config.policy import (
 )
 from rlaf_ray.config.run import ResourcesSettings, RunSettings, TuneSettings
 from rlaf_ray.config.training import PPOSettings, SFTSettings
+
+if TYPE_CHECKING:
+    from rlaf_ray.storage import RunStorage
 
 # Every field naming a model: hub name, local directory or tiny offline model.
 MODEL_FIELDS = (("model", "name_or_path"), ("reward", "model_name_or_path"),
@@ -71,8 +75,17 @@ class RLAFConfig(Section):
         return self
 
     @property
+    def run_storage(self) -> "RunStorage":
+        """The run directory, ``<output_dir>/<name>``: a local path or a URI, with its local mirror."""
+        from rlaf_ray.storage import RunStorage, join
+
+        return RunStorage(join(self.run.output_dir, self.run.name), self.run.cache_dir)
+
+    @property
     def run_dir(self) -> Path:
-        return Path(self.run.output_dir) / self.run.name
+        """Where this process reads and writes the run's files: the run directory itself, or its
+        local mirror when ``run.output_dir`` is a URI (``rlaf_ray.storage``)."""
+        return self.run_storage.local
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as in a YAML file (the Tune search merges dicts)."""
@@ -128,10 +141,26 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+# Set by Ray in the driver of a job (``ray job submit``), whose working directory is Ray's
+# temporary copy of ``--working-dir``: removed when Ray cleans up, and new after any code change.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def _output_dir(path: str) -> str:
+    if "://" in path:
+        return path  # a URI (s3://, gs://, ...): Ray Train and pyarrow resolve it
+    if RAY_JOB_ENV in os.environ and not Path(path).expanduser().is_absolute():
+        raise ConfigError([f"run.output_dir: {path!r} is relative, and under `ray job submit` it would land in "
+                           f"Ray's temporary copy of the working directory ({os.getcwd()}), which Ray deletes; "
+                           f"set an absolute path on shared storage (e.g. /mnt/shared/rlaf-results) or a URI "
+                           f"(s3://bucket/rlaf-results)"])
+    return _absolute(path)
+
+
 def resolve_paths(c: RLAFConfig) -> RLAFConfig:
     """Make file paths absolute: Ray Train workers run in another working directory."""
     changes: dict[str, dict[str, Any]] = {
-        "run": {"output_dir": _absolute(c.run.output_dir), "cache_dir": _absolute(c.run.cache_dir)}}
+        "run": {"output_dir": _output_dir(c.run.output_dir), "cache_dir": _absolute(c.run.cache_dir)}}
     if c.data.path is not None and is_local_path(c.data.path):
         changes["data"] = {"path": _absolute(c.data.path)}
     if c.lora.init_from is not None:

@@ -33,7 +33,9 @@ class ResourcesSettings(Section):
 class RunSettings(Section):
     name: str = Field("rlaf", description=(
         "Run directory name under output_dir; the same name and output_dir resume the run."))
-    output_dir: str = Field("results", description="Parent of the run directory.")
+    output_dir: str = Field("results", description=(
+        "Parent of the run directory: a local or shared path, or a URI (s3://, gs://, any pyarrow "
+        "filesystem) that every file of the run reaches. Under `ray job submit` a relative path is refused."))
     checkpoint_every: int = Field(5, ge=1, description="Iterations between checkpoints.")
     keep_checkpoints: Annotated[int, Field(ge=1)] | None = Field(2, description="Checkpoints kept; null: all.")
     max_failures: int = Field(0, ge=-1, description="Learner-group restarts Ray Train allows (-1: unlimited).")

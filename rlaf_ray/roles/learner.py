@@ -13,6 +13,8 @@ position, policy version).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -44,6 +46,7 @@ from rlaf_ray.ppo.distributed import global_sums
 from rlaf_ray.ppo.update import PPOLearner
 from rlaf_ray.roles.calls import RankRoles, generate_and_score
 from rlaf_ray.run_log import RunLog
+from rlaf_ray.storage import replace_dir
 from rlaf_ray.timing import timed
 
 
@@ -91,7 +94,7 @@ def learner_loop(loop_config: dict) -> None:
             learner.log.write(state.iteration, metrics)
         report(cfg, state, metrics, learner, rank)
     if rank == 0:
-        save_adapter(learner.inner, cfg.run_dir / "final", learner.tokenizer)
+        save_final(cfg, learner)
         learner.log.close()
 
 
@@ -227,7 +230,7 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
             state = load_checkpoint(Path(directory), inner, ppo)
     log = None
     if rank == 0:
-        log = RunLog(cfg.run_dir, cfg.ppo.num_iterations, resume_from=state.iteration)
+        log = RunLog(cfg.run_storage, cfg.ppo.num_iterations, resume_from=state.iteration)
         record_parameters(cfg, inner, trainable, total)
         parts = "LoRA + value head" if inner.value_head is not None else "LoRA"
         print(f"[rlaf] learners={world} trainable parameters ({parts}) {trainable:,} of {total:,} "
@@ -247,6 +250,7 @@ def record_parameters(cfg: RLAFConfig, inner: PolicyWithValueHead, trainable: in
         "architecture": type(inner.policy.get_base_model()).__name__, "seq2seq": inner.seq2seq,
         "dtype": cfg.model.dtype, "lora_target_modules": sorted(inner.policy.peft_config["default"].target_modules),
     }, indent=1))
+    cfg.run_storage.push("parameters.json")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,6 +268,18 @@ def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, r
         save_checkpoint(Path(directory), learner.inner, learner.ppo, state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                          checkpoint_dir_name=f"checkpoint_{state.iteration:06d}")
+
+
+def save_final(cfg: RLAFConfig, learner: Learner) -> None:
+    """``final/``: the adapter (a standard PEFT directory) and the value head. Written beside it and
+    renamed into place, so that a ``final/`` that exists is whole; at a URI, pushed with
+    ``adapter_config.json`` last (``rlaf_ray.storage``)."""
+    final = cfg.run_dir / "final"
+    staging = final.with_name(f"final.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_adapter(learner.inner, staging, learner.tokenizer)
+    replace_dir(staging, final)
+    cfg.run_storage.push("final", last="adapter_config.json")
 
 
 def save_adapter(model: PolicyWithValueHead, directory: Path, tokenizer=None) -> None:

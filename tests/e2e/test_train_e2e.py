@@ -12,11 +12,7 @@ from transformers import AutoModelForCausalLM
 from rlaf_ray.config import from_dict
 from rlaf_ray.run_log import read_metrics
 from rlaf_ray.train import train
-from tests.conftest import DATA, base_config
-
-# The world the tiny policy speaks: its dialogues, all of them usable as prompts.
-WORLD_DATA = {"source": "files", "path": str(DATA / "detox_world" / "{split}.jsonl"), "text_column": "text",
-              "min_chars": 0, "max_chars": None}
+from tests.conftest import WORLD_DATA, base_config
 
 REQUIRED_METRICS = (
     "reward/mean", "reward/std", "kl/mean", "ppo/policy_loss", "ppo/value_loss", "ppo/entropy",
