@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from rlaf_ray import __version__
 from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
-from rlaf_ray.storage import RunStorage, is_uri, local_copy
+from rlaf_ray.storage import RunStorage, is_uri, local_copy, replace_dir
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 RESUME_HELP = ("continue the run in <run.output_dir>/<run.name> with changed settings that do not change "
@@ -115,6 +116,7 @@ def _toxicity_command(commands) -> argparse.ArgumentParser:
     tox.add_argument("--classifier", help="evaluation.classifier (default: the reward classifier)")
     tox.add_argument("--actors", type=int, help="actor-pool size of the generator and each scorer")
     tox.add_argument("--out", default="results/toxicity", help="directory for metrics.json and samples.jsonl")
+    tox.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     return tox
 
 
@@ -126,6 +128,7 @@ def _report_commands(commands) -> list[argparse.ArgumentParser]:
                     "first run's held-out split; write comparison.csv, .md and .png.")
     compare.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run directories")
     compare.add_argument("--out", default="results/comparison", help="output directory")
+    compare.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
     report = commands.add_parser(
         "report", help="before/after report of a finished run",
@@ -146,6 +149,7 @@ def _model_commands(commands) -> None:
     merge.add_argument("--cache-dir", default="~/.cache/rlaf_ray", help="where tiny:<name> models are built and cached")
     merge.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. results/<run>/final/adapter)")
     merge.add_argument("--out", required=True, help="output directory")
+    merge.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     merge.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
     merge.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
                        help="precision of the merged weights (a float base: train on 4bit, merge into fp32/bf16)")
@@ -161,6 +165,7 @@ def _model_commands(commands) -> None:
     source.add_argument("--prompts", help="file: one prompt per line, or JSONL with a 'prompt' field")
     gen.add_argument("--config", help="YAML configuration file (its generation and model sections)")
     gen.add_argument("--out", help="write JSONL rows {prompt, response} here instead of printing")
+    gen.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     gen.add_argument("--seed", type=int, default=0)
 
     merge.set_defaults(overrides=[])
@@ -198,15 +203,17 @@ def print_metrics(results: dict[str, dict]) -> None:
 
 def run_toxicity(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, toxicity_overrides(args) + args.overrides)
+    staging = claim_out(args.out, args.overwrite)
     from rlaf_ray.evaluation.meter import measure
     from rlaf_ray.preflight import prepare
 
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
     init_ray(args.address)
     adapter = str(local_copy(args.adapter, cfg.run.cache_dir)) if args.adapter else None
-    result = measure(cfg, adapter, Path(args.out))
+    result = measure(cfg, adapter, staging)
+    out = publish(staging, args.out)
     print_metrics({"model": result.metrics})
-    print(f"[rlaf] toxicity: {Path(args.out) / 'metrics.json'}, samples in {result.samples_path}")
+    print(f"[rlaf] toxicity: {out / 'metrics.json'}, samples in {out / Path(result.samples_path).name}")
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -229,9 +236,10 @@ def run_report(args: argparse.Namespace) -> None:
 def run_compare(args: argparse.Namespace) -> None:
     from rlaf_ray.evaluation.compare import compare
 
-    out = Path(args.out)
+    staging = claim_out(args.out, args.overwrite)
     init_ray()
-    rows = compare([local_copy(r) for r in args.runs if r != "base"], out, args.overrides)
+    rows = compare([local_copy(r) for r in args.runs if r != "base"], staging, args.overrides)
+    out = publish(staging, args.out)
     print_metrics({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows})
     print(f"[rlaf] comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
 
@@ -243,11 +251,12 @@ def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.models.tiny import resolve_model
     from rlaf_ray.preflight import check_model_source
 
+    staging = claim_out(args.out, args.overwrite)
     adapter = str(local_copy(args.adapter, args.cache_dir))
     base = resolve_model(args.base or adapter_base(adapter), str(Path(args.cache_dir).expanduser()))
     check_model_source("--base", base)
     model = ModelSettings(name_or_path=base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    out = merge(model, adapter, Path(args.out))
+    out = publish(merge(model, adapter, staging), args.out)
     print(f"[rlaf] merged model in {out} ({auto_class(model).__name__}.from_pretrained({str(out)!r}))")
 
 
@@ -257,16 +266,42 @@ def run_generate(args: argparse.Namespace) -> None:
     from rlaf_ray.preflight import check_model_source
 
     check_model_source("--model", cfg.model.name_or_path)
+    staging = claim_out(args.out, args.overwrite) if args.out else None
     prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
     responses = generate(cfg.model, args.adapter, prompts, cfg.generation, seed=args.seed)
-    if args.out:
-        with open(args.out, "w") as f:
-            for p, r in zip(prompts, responses):
-                f.write(json.dumps({"prompt": p, "response": r}) + "\n")
+    if staging is not None:
+        staging.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(prompts, responses)))
+        publish(staging, args.out)
         print(f"[rlaf] {len(responses)} responses in {args.out}")
     else:
         for p, r in zip(prompts, responses):
             print(f"{p}{r}\n---")
+
+
+OVERWRITE_HELP = "replace what --out holds (kept until the new output is complete)"
+
+
+def claim_out(out: str, overwrite: bool) -> Path:
+    """Where a command writes before its output is complete: beside ``--out``, renamed onto it by
+    ``publish`` at the end, so an interrupted command leaves neither half an output nor a lost old
+    one. An ``--out`` that already holds something is refused unless ``--overwrite``."""
+    target = Path(out).expanduser()
+    if target.exists() and not overwrite and (target.is_file() or any(target.iterdir())):
+        raise ConfigError([f"--out {out!r}: already exists; choose another path, or add --overwrite to replace it"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    if staging.is_dir():
+        shutil.rmtree(staging)
+    return staging
+
+
+def publish(staging: Path, out: str) -> Path:
+    target = Path(out).expanduser()
+    if staging.is_dir():
+        replace_dir(staging, target)
+    else:
+        os.replace(staging, target)
+    return target
 
 
 def where(cfg, run_dir: Path, relative: str) -> str:

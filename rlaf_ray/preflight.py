@@ -86,6 +86,29 @@ def check_lora_targets(cfg: RLAFConfig) -> None:
                            f"{cfg.model.name_or_path!r}; its linear layers: {', '.join(layers)}"])
 
 
+# Where a causal LM's config says how many positions it has (learned or trained-for).
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def check_context(cfg: RLAFConfig) -> None:
+    """The longest prompt plus the longest response fits the policy's context: beyond it, learned
+    position embeddings fail inside the rollout actor and rotary ones run untrained positions."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    if getattr(config, "is_encoder_decoder", False):
+        return  # the prompt goes to the encoder, the response to the decoder: relative positions (T5)
+    key = next((k for k in CONTEXT_KEYS if isinstance(getattr(config, k, None), int)), None)
+    if key is None:
+        return  # no fixed context (ALiBi, e.g. BLOOM)
+    new = cfg.generation.max_new_tokens
+    longest_new = max(new) if isinstance(new, list) else new
+    if cfg.model.max_prompt_length + longest_new > getattr(config, key):
+        raise ConfigError([f"model.max_prompt_length: {cfg.model.max_prompt_length} prompt tokens + "
+                           f"generation.max_new_tokens {longest_new} exceed the {getattr(config, key)}-token context "
+                           f"of {cfg.model.name_or_path!r} (its {key}); lower one of them"])
+
+
 def check_policy(cfg: RLAFConfig) -> None:
     """What the policy's roles would trip on after their actors started: the adapter to continue,
     the chat template and end token (reads the tokenizer only), and the precision, where every
@@ -110,6 +133,7 @@ def prepare(cfg: RLAFConfig, splits: tuple[str, ...] = ("train",), evaluation: b
     for (section, attr, _), path in zip(fields, paths):
         cfg = cfg.replace(**{section: {attr: path}})
     check_model_source("model.name_or_path", cfg.model.name_or_path)
+    check_context(cfg)
     check_lora_targets(cfg)
     check_policy(cfg)
     check_reward(cfg.reward)

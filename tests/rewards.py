@@ -28,3 +28,8 @@ def prefers_questions(prompts, responses):
     """1 for a response that is a question (ends with "?"), else 0: the grammar's greetings and
     requests are, about a quarter of the tiny policy's replies; a policy can ask every time."""
     return [float(r.strip().endswith("?")) for r in responses]
+
+
+def one_score_short(prompts, responses):
+    """A broken reward: one score fewer than responses."""
+    return [1.0] * (len(responses) - 1)

@@ -28,9 +28,34 @@ def label_index(id2label: dict, label: str, model_name: str) -> int:
     raise ConfigError([f"reward.label: {label!r} is not a label of {model_name!r}; its labels: {labels}"])
 
 
+# What a reward callable is probed with before any actor starts.
+PROBE_PROMPTS, PROBE_RESPONSES = ["Hello.", "How are you?"], [" Fine, thanks.", " I am well."]
+
+
+def check_callable(spec: str) -> None:
+    """The callable loads and returns one number per response for a two-response probe: its
+    mistakes are one line here, not a traceback from inside a Ray worker after the first batch."""
+    try:
+        fn = load_callable(spec)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError([f"reward.callable: cannot load {spec!r} ({type(err).__name__}: {err}); "
+                           "expected 'module:function' importable here and in the workers"]) from None
+    try:
+        scores = list(fn(list(PROBE_PROMPTS), list(PROBE_RESPONSES)))
+        scores = [float(s) for s in scores]
+    except Exception as err:  # the user's code: any failure is reported the same way
+        raise ConfigError([f"reward.callable: {spec!r} failed on a probe of 2 responses "
+                           f"({type(err).__name__}: {err}); expected one number per response"]) from None
+    if len(scores) != len(PROBE_RESPONSES):
+        raise ConfigError([f"reward.callable: {spec!r} returned {len(scores)} score(s) for {len(PROBE_RESPONSES)} "
+                           "responses; expected one number per response, in order"])
+
+
 def check_reward(cfg: RewardSettings) -> None:
-    """Before actors start: the classifier has the rewarded label (reads only its config)."""
+    """Before actors start: the classifier has the rewarded label (reads only its config), or the
+    callable answers a probe with one score per response."""
     if cfg.callable is not None:
+        check_callable(cfg.callable)
         return
     try:
         model_config = AutoConfig.from_pretrained(cfg.model_name_or_path,
@@ -86,6 +111,8 @@ class ClassifierReward:
 
 def load_callable(spec: str) -> RewardFn:
     module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError("not of the form 'module:function'")
     return getattr(importlib.import_module(module_name), attr)
 
 
@@ -105,6 +132,7 @@ class RewardWorker(RoleActor):
     def score(self, rollout: dict) -> dict:
         start = time.perf_counter()
         scores = [float(s) for s in self.reward_fn(rollout["prompts"], rollout["responses"])]
-        if len(scores) != len(rollout["responses"]):
-            raise ValueError(f"reward: got {len(scores)} scores for {len(rollout['responses'])} responses")
+        if len(scores) != len(rollout["responses"]):  # passed the probe, but not this batch
+            raise ValueError(f"reward: {len(scores)} scores for {len(rollout['responses'])} responses from "
+                             f"reward actor {self.worker_index}; expected one score per response")
         return {"scores": scores, "seconds": time.perf_counter() - start, "peak_memory_mib": peak_memory_mib()}

@@ -44,15 +44,21 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
         env_file = tmp_path / "runtime_env.yaml"
         env_file.write_text(yaml.safe_dump(runtime_env))
         results = tmp_path / "results"
-        submit = subprocess.run(
-            ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
-             "--runtime-env", str(env_file), "--no-wait", "--",
-             "python", "-m", "rlaf_ray", "train", "--config", "jobs/configs/offline_tiny.yaml",
-             "ppo.num_iterations=2", "ppo.batch_size=8", "ppo.num_minibatches=2", "generation.max_new_tokens=8",
-             "evaluation.after_train=false", "run.name=submitted",
-             f"run.output_dir={results}", f"run.cache_dir={tiny_cache}"],
-            check=True, env=env, capture_output=True, text=True, timeout=300)
-        job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
+
+        def submit(*overrides: str) -> str:
+            out = subprocess.run(
+                ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
+                 "--runtime-env", str(env_file), "--no-wait", "--",
+                 "python", "-m", "rlaf_ray", "train", "--config", "jobs/configs/offline_tiny.yaml",
+                 "ppo.num_iterations=2", "ppo.batch_size=8", "ppo.num_minibatches=2", "generation.max_new_tokens=8",
+                 "evaluation.after_train=false", f"run.cache_dir={tiny_cache}", *overrides],
+                check=True, env=env, capture_output=True, text=True, timeout=300)
+            return re.search(r"raysubmit_\w+", out.stdout + out.stderr).group(0)
+
+        job_id = submit("run.name=submitted", f"run.output_dir={results}")
+        # The offline config's relative output_dir would land in Ray's temporary copy of the
+        # working directory: refused in one line before anything starts.
+        relative_id = submit("run.name=relative")
 
         # The jobs CLI with the cluster's token (Ray reads the auth mode once per process, so the
         # CLI, not an in-process client, speaks for the user here).
@@ -62,13 +68,21 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
 
         stranger = jobs("list", RAY_AUTH_TOKEN="not-the-token")
         assert stranger.returncode != 0 and "authentication token is invalid" in stranger.stdout + stranger.stderr
-        deadline = time.monotonic() + 600
-        while (status := jobs("status", job_id).stdout) and not re.search(r"succeeded|failed|stopped", status, re.I):
-            assert time.monotonic() < deadline, "job did not finish in 10 minutes"
-            time.sleep(1)
+
+        def wait(job: str) -> str:
+            deadline = time.monotonic() + 600
+            while (status := jobs("status", job).stdout) and not re.search(r"succeeded|failed|stopped", status, re.I):
+                assert time.monotonic() < deadline, "job did not finish in 10 minutes"
+                time.sleep(1)
+            return status
+
+        status = wait(job_id)
         logs = jobs("logs", job_id).stdout
         assert re.search(rf"Job '{job_id}' succeeded", status), logs[-3000:]
         assert "[rlaf] done: adapter in" in logs
+        assert re.search(rf"Job '{relative_id}' failed", wait(relative_id))
+        refused = [line for line in jobs("logs", relative_id).stdout.splitlines() if "run.output_dir" in line]
+        assert len(refused) == 1 and "'results' is relative, and under `ray job submit`" in refused[0], refused
 
         run_dir = results / "submitted"
         assert (run_dir / "final" / "adapter" / "adapter_config.json").is_file()

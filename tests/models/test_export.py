@@ -56,7 +56,24 @@ def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_c
                              "--adapter", adapter, "--out", str(tmp_path / "merged")],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert merged.returncode == 0, merged.stderr[-2000:]
-    assert list((tmp_path / "merged").glob("*.safetensors"))
+    weights = list((tmp_path / "merged").glob("*.safetensors"))
+    assert weights
+
+    # An --out that holds something is never replaced without being asked.
+    def merge_again(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", "tiny:llama", *cache,
+                               "--adapter", adapter, "--out", str(tmp_path / "merged"), *flags],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    before = weights[0].stat().st_mtime_ns
+    refused = merge_again()
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        f"rlaf-ray: error: --out '{tmp_path / 'merged'}': already exists; choose another path, "
+        "or add --overwrite to replace it")
+    assert weights[0].stat().st_mtime_ns == before
+    assert merge_again("--overwrite").returncode == 0
+    assert weights[0].stat().st_mtime_ns != before  # replaced whole, by a rename: nothing left beside it
+    assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
 
 def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_path):
