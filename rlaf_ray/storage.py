@@ -86,8 +86,8 @@ class RunStorage:
                     shutil.copyfileobj(src, dst, 1 << 20)
 
     def pull(self, *relatives: str) -> None:
-        """Download files or directories of the run into the mirror (none given: the whole run
-        without its checkpoints, after clearing what the mirror held)."""
+        """Download files or directories of the run into the mirror (none given: the whole run,
+        after clearing what the mirror held). Checkpoint directories are made, empty, not copied."""
         if not self.remote:
             return
         from pyarrow import fs
@@ -105,9 +105,11 @@ class RunStorage:
                      else filesystem.get_file_info(fs.FileSelector(start, recursive=True)))
             for item in infos:
                 rel = item.path[len(root):].lstrip("/")
-                top = rel.split("/", 1)[0]
-                if top.startswith(CHECKPOINT_PREFIX):
-                    (self.local / top).mkdir(exist_ok=True)  # seen (a run is there), not copied
+                parts = rel.split("/")
+                # a directory checkpoint_*, not a file such as Ray's checkpoint_manager_snapshot.json
+                at = next((i for i, part in enumerate(parts[:-1]) if part.startswith(CHECKPOINT_PREFIX)), None)
+                if at is not None:  # a run's or a Tune trial's checkpoint: seen, not copied
+                    (self.local / "/".join(parts[:at + 1])).mkdir(parents=True, exist_ok=True)
                     continue
                 if item.type != fs.FileType.File:
                     continue

@@ -31,9 +31,9 @@ import yaml
 
 from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml, resolve_paths
 from rlaf_ray.placement import format_resources
+from rlaf_ray.storage import RunStorage
 from rlaf_ray.tune.space import Dimension, param_space, validate_search
 from rlaf_ray.tune.trial import (
-    experiment_dir,
     trainable,
     trial_dirname,
     trial_footprint,
@@ -140,21 +140,22 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_resume(cfg: RLAFConfig, exp: Path, resume: bool) -> None:
+def check_resume(cfg: RLAFConfig, store: RunStorage, resume: bool) -> None:
     """--resume needs the search, with the same configuration; without it, a search there is kept."""
     from ray import tune
 
-    exists = tune.Tuner.can_restore(str(exp))
+    exists = tune.Tuner.can_restore(store.location)
     if resume and not exists:
-        raise ConfigError([f"--resume: no search to resume in {str(exp)!r} (run.output_dir/run.name)"])
+        raise ConfigError([f"--resume: no search to resume in {store.where()!r} (run.output_dir/run.name)"])
     if not resume and exists:
-        raise ConfigError([f"run.name: a search already exists in {str(exp)!r}; add --resume to continue it, "
+        raise ConfigError([f"run.name: a search already exists in {store.where()!r}; add --resume to continue it, "
                            "or choose another run.name"])
-    if resume and (exp / SEARCH_CONFIG).is_file():
-        saved = yaml.safe_load((exp / SEARCH_CONFIG).read_text())
+    store.pull(SEARCH_CONFIG)
+    if resume and (store.local / SEARCH_CONFIG).is_file():
+        saved = yaml.safe_load((store.local / SEARCH_CONFIG).read_text())
         changed = _diff(resolve_paths(cfg).to_dict(), saved)
         if changed:
-            raise ConfigError([f"--resume: the configuration differs from the search's ({exp / SEARCH_CONFIG}): "
+            raise ConfigError([f"--resume: the configuration differs from the search's ({store.where(SEARCH_CONFIG)}): "
                                f"{changed[0]}; resume with the same config and overrides"])
 
 
@@ -172,8 +173,9 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
     dims, probes = validate_search(cfg)
     user_cfg = resolve_paths(cfg)
     prepared = prepare(cfg, ("train",))
-    exp = experiment_dir(prepared)
-    check_resume(cfg, exp, resume)
+    store = prepared.run_storage  # a path, or a URI with a local mirror (rlaf_ray.storage)
+    exp = store.local
+    check_resume(cfg, store, resume)
 
     init_ray(address)
     for probe in probes:
@@ -186,16 +188,17 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
         # Tune restores the trials and the searcher, not the scheduler (ray 2.60's
         # TuneController.save_to_dir saves trial, searcher and callback state only): ASHA's rungs
         # start empty, so early stopping compares only results reported after the resume.
-        print(f"[rlaf] tune: resuming {exp}: unfinished trials continue from their latest checkpoint; "
+        print(f"[rlaf] tune: resuming {store.where()}: unfinished trials continue from their latest checkpoint; "
               "ASHA's rung records start anew (Tune does not save them)", flush=True)
-        tuner = tune.Tuner.restore(str(exp), trainable=run, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(store.location, trainable=run, resume_unfinished=True, resume_errored=False)
     else:
         exp.mkdir(parents=True, exist_ok=True)
         (exp / SEARCH_CONFIG).write_text(dump_yaml(user_cfg))
+        store.push(SEARCH_CONFIG)
         t = prepared.tune
         print(f"[rlaf] tune: {t.num_samples} sample(s) of {', '.join(d.field for d in dims)}; "
               f"{t.search_alg} search, {t.scheduler} scheduler on {t.metric} ({t.mode}), "
-              f"{max_concurrent} trial(s) at once; search directory {exp}", flush=True)
+              f"{max_concurrent} trial(s) at once; search directory {store.where()}", flush=True)
         tuner = tune.Tuner(
             run,
             param_space=param_space(dims),
@@ -207,6 +210,6 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
             run_config=tune.RunConfig(name=prepared.run.name, storage_path=prepared.run.output_dir),
         )
     tuner.fit()
-    summarize(exp, user_cfg, dims)
+    summarize(store, user_cfg, dims)
     return exp
 

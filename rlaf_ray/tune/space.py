@@ -254,9 +254,6 @@ def check_search_settings(cfg: RLAFConfig, probes: list[RLAFConfig]) -> None:
 
 def validate_search(cfg: RLAFConfig) -> tuple[list[Dimension], list[RLAFConfig]]:
     """All search checks that need no Ray: the dimensions, and the probe configs they allow."""
-    if "://" in cfg.run.output_dir:
-        raise ConfigError([f"run.output_dir: {cfg.run.output_dir!r} is a URI; a Tune search writes its experiment "
-                           "to a local or shared path (URIs work for train, sft, report, compare and toxicity)"])
     dims = parse_search_space(cfg)
     probes = probe_configs(cfg.to_dict(), dims)
     check_search_settings(cfg, probes)

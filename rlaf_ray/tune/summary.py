@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaf_ray.config import RLAFConfig, TuneSettings, dump_yaml, from_dict, merge
+from rlaf_ray.storage import RunStorage
 from rlaf_ray.tune.space import Dimension, flat_values, nested
 
 # Shown beside the searched metric, when it is not the metric itself; the world's ground truth
@@ -44,20 +45,22 @@ def _status(tune_status: str, iterations: int, num_iterations: int, scheduler: s
     return f"stopped early at iteration {iterations} ({'ASHA' if scheduler == 'asha' else 'scheduler'})"
 
 
-def _adapter(trial_dir: Path) -> str:
-    """A stopped trial never wrote final/adapter: its latest checkpoint's adapter is the nearest."""
-    final = trial_dir / "final" / "adapter"
-    if final.is_dir():
-        return str(final)
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/adapter"))
-    return str(checkpoints[-1]) if checkpoints else ""
+def _adapter(store: RunStorage, trial_id: str) -> str:
+    """A stopped trial never wrote final/adapter: its latest checkpoint's adapter is the nearest.
+    Where it is for a person: under the search's path or URI (checkpoints are not pulled)."""
+    trial_dir = store.local / trial_id
+    if (trial_dir / "final" / "adapter").is_dir():
+        return store.where(f"{trial_id}/final/adapter")
+    checkpoints = sorted(p.name for p in trial_dir.glob("checkpoint_*") if p.is_dir())
+    return store.where(f"{trial_id}/{checkpoints[-1]}/adapter") if checkpoints else ""
 
 
-def collect(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[TrialRow]:
+def collect(store: RunStorage, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[TrialRow]:
     from ray.tune import ExperimentAnalysis
 
     t = user_cfg.tune
-    analysis = ExperimentAnalysis(str(exp), default_metric=t.metric, default_mode=t.mode)
+    exp = store.local
+    analysis = ExperimentAnalysis(store.location, default_metric=t.metric, default_mode=t.mode)
     rows = []
     for trial in analysis.trials:
         last = trial.last_result or {}
@@ -70,7 +73,7 @@ def collect(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[Tria
             metrics={k: float(last[k]) for k in (t.metric, *BESIDE) if isinstance(last.get(k), (int, float))},
             iterations=iterations, num_iterations=num_iterations,
             status=_status(trial.status, iterations, num_iterations, t.scheduler),
-            adapter=_adapter(trial_dir), path=trial_dir))
+            adapter=_adapter(store, trial.trial_id), path=trial_dir))
     return rank(rows, t.metric, t.mode)
 
 
@@ -118,10 +121,13 @@ def best_config(user_cfg: RLAFConfig, best: TrialRow, search_name: str) -> RLAFC
     return from_dict(data)
 
 
-def summarize(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[TrialRow]:
-    """Write trials.csv, trials.md and (when a trial reported the metric) best_config.yaml."""
+def summarize(store: RunStorage, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[TrialRow]:
+    """Write trials.csv, trials.md and (when a trial reported the metric) best_config.yaml into the
+    search's directory (at a URI: into its mirror, then pushed)."""
     t = user_cfg.tune
-    rows = collect(exp, user_cfg, dims)
+    store.pull()  # the trials' files, written by their drivers and learners wherever they ran
+    exp = store.local
+    rows = collect(store, user_cfg, dims)
     shown = _shown_metrics(user_cfg, rows)
     columns = _columns(dims, shown)
     table = [_cells(i + 1, row, dims, shown) for i, row in enumerate(rows)]
@@ -139,18 +145,19 @@ def summarize(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[Tr
         header = (f"# Best trial {best.trial_id} of search {user_cfg.run.name!r}: {t.metric}="
                   f"{best.metrics[t.metric]:.6g} ({best.status}).\n"
                   f"# Searched values: {', '.join(f'{k}={v!r}' for k, v in best.values.items())}.\n"
-                  f"# Train it: rlaf-ray train --config {exp / 'best_config.yaml'}\n")
+                  f"# Train it: rlaf-ray train --config {store.where('best_config.yaml')}\n")
         (exp / "best_config.yaml").write_text(header + dump_yaml(config))
         lines += ["", f"Best: trial {best.trial_id} ({best.status}); adapter: {best.adapter or 'none saved'}; "
-                      f"train its configuration with `rlaf-ray train --config {exp / 'best_config.yaml'}`."]
+                      f"train its configuration with `rlaf-ray train --config {store.where('best_config.yaml')}`."]
     (exp / "trials.md").write_text("\n".join(lines) + "\n")
+    store.push("trials.csv", "trials.md", *(["best_config.yaml"] if best is not None else []))
 
     counts: dict[str, int] = {}
     for row in rows:
         kind = row.status.split(" ")[0]
         counts[kind] = counts.get(kind, 0) + 1
     print(f"[rlaf] tune: {len(rows)} trials ({', '.join(f'{n} {k}' for k, n in counts.items())}); "
-          f"summary {exp / 'trials.md'}", flush=True)
+          f"summary {store.where('trials.md')}", flush=True)
     unfinished = [r.trial_id for r in rows if r.status.startswith(("unfinished", "not started"))]
     if unfinished:
         print(f"[rlaf] tune: {len(unfinished)} trial(s) unfinished ({', '.join(unfinished)}); continue the "
@@ -160,5 +167,5 @@ def summarize(exp: Path, user_cfg: RLAFConfig, dims: list[Dimension]) -> list[Tr
         print(f"[rlaf] tune: best {best.trial_id} {t.metric}={best.metrics[t.metric]:.4g} ({beside}) "
               f"with {', '.join(f'{k}={v!r}' for k, v in best.values.items())}; adapter "
               f"{best.adapter or 'none saved (stopped before its first checkpoint)'}; "
-              f"rlaf-ray train --config {exp / 'best_config.yaml'}", flush=True)
+              f"rlaf-ray train --config {store.where('best_config.yaml')}", flush=True)
     return rows

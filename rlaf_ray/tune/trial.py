@@ -60,7 +60,8 @@ def trial_footprint(cfg: RLAFConfig) -> dict[str, float]:
 
 
 def experiment_dir(cfg: RLAFConfig) -> Path:
-    return Path(cfg.run.output_dir) / cfg.run.name
+    """The search's directory here: itself, or its local mirror when run.output_dir is a URI."""
+    return cfg.run_dir
 
 
 def with_values(base: RLAFConfig, sampled: dict) -> RLAFConfig:
@@ -72,7 +73,7 @@ def trial_config(base: RLAFConfig, sampled: dict, trial_id: str) -> RLAFConfig:
     """The base configuration with the trial's values; its run is ``<search dir>/<trial id>``
     (Tune's trial directory too), its actors ``rlaf:<trial id>:rollout-0``, ..."""
     return with_values(base, sampled).replace(
-        run={"name": trial_id, "output_dir": str(experiment_dir(base))},
+        run={"name": trial_id, "output_dir": base.run_storage.location},
         # The before/after report is for the run you keep: train the best config.
         evaluation={"after_train": False})
 

@@ -206,3 +206,23 @@ def test_best_config_trains(search, tmp_path):
     adapter = run_dir / "final" / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
     assert run_dir == tmp_path / "search-best"
+
+
+@pytest.mark.slow
+def test_summary_reads_a_search_at_a_uri(search, tmp_path):
+    """The same search seen through a URI (pyarrow resolves file:// as it does s3://): the trials,
+    their adapters' locations at the URI, and the summary written back there."""
+    from rlaf_ray.config import resolve_paths
+    from rlaf_ray.tune.space import validate_search
+    from rlaf_ray.tune.summary import summarize
+
+    location = f"file://{search.cfg.run.output_dir}"
+    at_uri = resolve_paths(search.cfg.replace(run={"output_dir": location, "cache_dir": str(tmp_path)}))
+    assert at_uri.run_dir.is_relative_to(tmp_path)  # read through a mirror, not in place
+    rows = {row.trial_id: row for row in summarize(at_uri.run_storage, at_uri, validate_search(at_uri)[0])}
+    local = {row["trial"]: row for row in search.rows}
+    assert set(rows) == set(local)
+    for trial_id, row in rows.items():
+        assert row.status == local[trial_id]["status"]
+        assert row.adapter == local[trial_id]["adapter"].replace(search.cfg.run.output_dir, location, 1)
+    assert "file://" in (search.exp / "trials.md").read_text()  # pushed to the search's location
