@@ -32,6 +32,10 @@ class PPOSettings(Section):
     critic: Literal["detached", "shared"] = Field("detached", description=(
         "detached: the value head reads the trunk's hidden states without gradient, so the value loss "
         "cannot change the adapter; shared: value-loss gradients also train the adapter."))
+    critic_warmup: int = Field(0, ge=0, description=(
+        "gae: first iterations in which only the value head learns and the adapter stays the base's, so that "
+        "the first policy updates credit the token that decides a reward (e.g. the comma before an insult), not "
+        "every token of the response alike; they count in num_iterations."))
     gamma: Number = Field(1.0, ge=0.0, le=1.0, description="Discount over response tokens.")
     lam: Number = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
     whiten_advantages: bool = Field(True, description="Normalize advantages over the batch (all learners).")
@@ -71,6 +75,16 @@ class PPOSettings(Section):
         if self.estimator != "gae" and self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt: {self.estimator} compares responses to the same prompt; "
                              f"set samples_per_prompt to 2 or more (got {self.samples_per_prompt})")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_needs_a_critic(self):
+        if self.critic_warmup and self.estimator != "gae":
+            raise ValueError(f"critic_warmup: {self.estimator} has no critic to warm up; set critic_warmup to 0 "
+                             f"or estimator to gae")
+        if self.critic_warmup >= self.num_iterations:
+            raise ValueError(f"critic_warmup: {self.critic_warmup} iterations leave none of num_iterations="
+                             f"{self.num_iterations} for the policy")
         return self
 
     @model_validator(mode="after")

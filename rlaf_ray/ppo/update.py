@@ -93,8 +93,10 @@ class PPOLearner:
             logprobs, _, _ = self.forward(inner, batch, truncate=False)
         return logprobs
 
-    def step(self, batch: RolloutBatch, scores: torch.Tensor, ended: torch.Tensor) -> dict[str, float]:
-        """One PPO update on this rank's batch; returns the batch's metrics (over all ranks)."""
+    def step(self, batch: RolloutBatch, scores: torch.Tensor, ended: torch.Tensor,
+             critic_only: bool = False) -> dict[str, float]:
+        """One PPO update on this rank's batch; returns the batch's metrics (over all ranks).
+        ``critic_only`` (``critic_warmup``): the value loss alone, the adapter and beta unchanged."""
         scores = scores.to(device=self.device, dtype=torch.float32)
         finite = torch.isfinite(scores)
         # Non-finite scores become 0; their samples leave the update through the mask.
@@ -102,8 +104,8 @@ class PPOLearner:
         score_sums = self.score_sums(scores, finite)
         normalized = self.normalized_scores(scores, finite, score_sums)
         targets = self.targets(batch, self.shaped_scores(normalized, ended), finite)
-        stats = self.run_epochs(batch, targets)
-        return self.batch_metrics(batch, targets, stats, score_sums, normalized, finite, ended)
+        stats = self.run_epochs(batch, targets, critic_only)
+        return self.batch_metrics(batch, targets, stats, score_sums, normalized, finite, ended, critic_only)
 
     def score_sums(self, scores: torch.Tensor, finite: torch.Tensor) -> dict[str, float]:
         """Count, sum and sum of squares of the batch's finite scores over all ranks (one
@@ -157,7 +159,7 @@ class PPOLearner:
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
         return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs)
 
-    def run_epochs(self, batch: RolloutBatch, targets: Targets) -> dict[str, list[float]]:
+    def run_epochs(self, batch: RolloutBatch, targets: Targets, critic_only: bool = False) -> dict[str, list[float]]:
         """Up to ``ppo_epochs`` passes over shuffled minibatches; each minibatch's statistics, and
         ``epochs_run`` (minibatch steps taken / minibatches per epoch) and ``early_stopped``."""
         size = batch.response_ids.shape[0]
@@ -168,7 +170,7 @@ class PPOLearner:
         for _ in range(self.cfg.ppo_epochs):
             order = torch.randperm(size, generator=self.generator).to(self.device)
             for first in range(0, size, mb_size):
-                mb_stats = self.minibatch_step(batch, targets, order[first:first + mb_size])
+                mb_stats = self.minibatch_step(batch, targets, order[first:first + mb_size], critic_only)
                 if mb_stats is None:
                     stopped = True
                     break
@@ -182,14 +184,16 @@ class PPOLearner:
         stats["early_stopped"] = [float(stopped)]
         return stats
 
-    def minibatch_step(self, batch: RolloutBatch, t: Targets, idx: torch.Tensor) -> dict[str, float] | None:
+    def minibatch_step(self, batch: RolloutBatch, t: Targets, idx: torch.Tensor,
+                       critic_only: bool = False) -> dict[str, float] | None:
         """Clipped policy and value losses on one minibatch, one optimizer step; None (and no step)
-        when the minibatch's approximate KL, averaged over all ranks, passes ``early_stop_kl``."""
+        when the minibatch's approximate KL, averaged over all ranks, passes ``early_stop_kl``.
+        ``critic_only``: the value loss alone (the policy does not move, so nothing to stop)."""
         cfg = self.cfg
         mask = t.mask[idx]
         logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True)
         pg = core.clipped_policy_loss(logprobs, t.old_logprobs[idx], t.advantages[idx], mask, cfg.cliprange)
-        if cfg.early_stop_kl is not None:
+        if cfg.early_stop_kl is not None and not critic_only:
             # One all-reduce, so every rank stops at the same minibatch (a rank that stepped alone
             # would wait forever in DDP's gradient all-reduce).
             mean_kl = global_sums({"approx_kl": pg.approx_kl.item()}, self.device)["approx_kl"] / world_size()
@@ -207,6 +211,9 @@ class PPOLearner:
         loss = pg.loss + cfg.vf_coef * vf_loss
         if cfg.kl_in == "loss":
             loss = loss + self.kl_ctl.value * kl_to_ref
+        if critic_only:
+            # Zero, not absent: DDP expects a gradient for every trainable parameter on every rank.
+            loss = 0.0 * (pg.loss + kl_to_ref) + cfg.vf_coef * vf_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces gradients here
         grad_norm, value_grad_norm = self.clip_gradients()
@@ -233,7 +240,7 @@ class PPOLearner:
 
     def batch_metrics(self, batch: RolloutBatch, t: Targets, stats: dict[str, list[float]],
                       score_sums: dict[str, float], normalized: torch.Tensor, finite: torch.Tensor,
-                      ended: torch.Tensor) -> dict[str, float]:
+                      ended: torch.Tensor, critic_only: bool = False) -> dict[str, float]:
         """Statistics of the batch over all ranks (``score_sums``: of the raw finite scores;
         ``normalized``: after reward normalization, before the missing-EOS penalty); the KL
         controller moves on their k1 KL."""
@@ -249,7 +256,8 @@ class PPOLearner:
         reward_var = max(s["score_sq"] / n_valid - reward_mean**2, 0.0)
         kl_per_sample = s["kl"] / n_valid
         kl_coef_used = self.kl_ctl.value
-        self.kl_ctl.update(kl_per_sample, int(s["samples"]))
+        if not critic_only:  # the base's own KL (zero) says nothing about beta
+            self.kl_ctl.update(kl_per_sample, int(s["samples"]))
 
         means = global_sums({k: sum(v) / len(v) for k, v in stats.items() if v}, self.device)
         metrics = {f"ppo/{k}": m / world_size() for k, m in means.items()}
@@ -264,6 +272,7 @@ class PPOLearner:
             "kl/coef": kl_coef_used,
             "response/length_mean": s["response_tokens"] / s["samples"],
             "response/ended_fraction": s["ended"] / s["samples"],
+            "ppo/critic_only": float(critic_only),
         })
         return metrics
 

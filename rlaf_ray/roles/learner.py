@@ -81,7 +81,7 @@ def learner_loop(loop_config: dict) -> None:
                     cfg, roles, batch, iteration_seed(cfg, state.iteration, rank), state.iteration,
                     resync=lambda: sync_adapter(learner.inner.policy, [roles.rollout], state.iteration))
             with timed("learn", timings):
-                metrics = learner.update(out, scored)
+                metrics = learner.update(out, scored, critic_only=state.iteration < cfg.ppo.critic_warmup)
             state.iteration += 1
             with timed("sync", timings):
                 if rank == 0:
@@ -165,10 +165,10 @@ class Learner:
     trainable: int
     log: RunLog | None  # rank 0 only
 
-    def update(self, out: dict, scored: dict) -> dict[str, float]:
+    def update(self, out: dict, scored: dict, critic_only: bool = False) -> dict[str, float]:
         batch = collate(out["prompt_ids"], out["response_ids"], self.tokenizer.pad_token_id, self.ppo.device,
                         self.inner.decoder_start_token_id)
-        return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]))
+        return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]), critic_only)
 
     def iteration_metrics(self, state: LoopState, out: dict, scored: dict,
                           timings: dict[str, float]) -> dict[str, float]:

@@ -91,3 +91,27 @@ def test_adaptive_kl_coefficient_updates(setup):
     assert metrics["kl/mean"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["kl/coef"] == 0.2
     assert adaptive.kl_ctl.value == pytest.approx(0.2 * (1 - 0.2 * 8 / 100))
+
+
+def test_critic_warmup_trains_the_value_head_only(setup):
+    """ppo.critic_warmup: the value head learns, the adapter stays the base's (B = 0), beta stays."""
+    cfg, model, learner, out, batch = setup
+    adaptive = PPOLearner(from_dict({"ppo": {"adaptive_kl": True, "kl_coef": 0.2, "batch_size": 8,
+                                             "num_minibatches": 2, "learning_rate": 1e-2},
+                                     "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+    adapter = {k: v.clone() for k, v in adapter_state_dict(model.policy).items()}
+    head = {k: v.clone() for k, v in model.value_head.state_dict().items()}
+    scores = torch.tensor([1.0] * 4 + [-1.0] * 4)
+    with torch.no_grad():
+        _, v0, _ = adaptive.forward(model, batch)
+    metrics = adaptive.step(batch, scores, torch.tensor(out["ended"]), critic_only=True)
+    assert all(torch.equal(adapter[k], v) for k, v in adapter_state_dict(model.policy).items())
+    assert any(not torch.equal(head[k], v) for k, v in model.value_head.state_dict().items())
+    assert adaptive.kl_ctl.value == 0.2 and metrics["ppo/critic_only"] == 1.0
+    # The values moved toward the returns: the rewarded responses' values rose against the others'.
+    with torch.no_grad():
+        _, v1, _ = adaptive.forward(model, batch)
+    first = batch.response_mask.argmax(dim=1)
+    rows = torch.arange(8)
+    gain = (v1 - v0)[rows, first]
+    assert gain[:4].mean() > gain[4:].mean()

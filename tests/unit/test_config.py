@@ -210,3 +210,13 @@ def test_config_file_that_is_not_utf8_is_one_line(tmp_path):
         load_config(path)
     assert str(err.value) == f"config file {str(path)!r}: not UTF-8 text (byte 0xe9 at offset 16)"
 
+
+
+def test_critic_warmup_needs_a_critic_and_leaves_policy_iterations():
+    from rlaf_ray.config import ConfigError, from_dict
+
+    assert from_dict({"ppo": {"critic_warmup": 3, "num_iterations": 10}}).ppo.critic_warmup == 3
+    with pytest.raises(ConfigError, match=r"critic_warmup: rloo has no critic to warm up"):
+        from_dict({"ppo": {"critic_warmup": 3, "estimator": "rloo", "samples_per_prompt": 4, "batch_size": 8}})
+    with pytest.raises(ConfigError, match=r"critic_warmup: 10 iterations leave none of num_iterations=10"):
+        from_dict({"ppo": {"critic_warmup": 10, "num_iterations": 10}})
