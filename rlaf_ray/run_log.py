@@ -1,4 +1,5 @@
-"""Per-iteration metrics of a run: ``metrics.jsonl``, TensorBoard events and a console line."""
+"""Per-iteration records of a run: ``metrics.jsonl``, the prompt ledger ``prompts.jsonl``,
+TensorBoard events and a console line."""
 
 from __future__ import annotations
 
@@ -28,11 +29,15 @@ class RunLog:
         self.storage = storage
         run_dir = storage.local
         self.path = run_dir / "metrics.jsonl"
+        # Which prompts each iteration trained (a digest per prompt, per rank): a resumed or
+        # restarted run shows that no prompt was trained twice or skipped.
+        self.ledger = run_dir / "prompts.jsonl"
         self.total = total_iterations
         self.seconds: list[float] = []  # per iteration, for the ETA
         run_dir.mkdir(parents=True, exist_ok=True)
-        storage.pull(self.path.name)  # a resumed run's earlier lines, wherever it ran before
-        self._truncate_after(resume_from)
+        storage.pull(self.path.name, self.ledger.name)  # a resumed run's earlier lines, wherever it ran
+        for path in (self.path, self.ledger):
+            truncate_after(path, resume_from)
         try:
             from tensorboardX import SummaryWriter
 
@@ -40,26 +45,19 @@ class RunLog:
         except ImportError:  # TensorBoard output is optional
             self.tb = None
 
-    def _truncate_after(self, iteration: int) -> None:
-        """A resumed run redoes the iterations after its checkpoint: drop their old lines."""
-        if not self.path.exists():
-            return
-        kept = [json.dumps(record) for record in parse_lines(self.path.read_text())
-                if record.get("iteration", 0) <= iteration]
-        staging = self.path.with_name(self.path.name + ".partial")
-        staging.write_text("".join(line + "\n" for line in kept))
-        os.replace(staging, self.path)  # a crash here leaves the old file or the new, never half of it
-
-    def write(self, iteration: int, metrics: dict[str, float]) -> None:
-        record = {"iteration": iteration, **metrics}
+    def write(self, iteration: int, metrics: dict[str, float], prompts: list[list[str]] | None = None) -> None:
+        """``prompts``: the digests of the prompts each rank trained in this iteration."""
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
+        if prompts is not None:
+            with self.ledger.open("a") as f:
+                f.write(json.dumps({"iteration": iteration, "prompts": prompts}) + "\n")
         if self.tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, iteration)
             self.tb.flush()
-        self.storage.push(self.path.name, "tensorboard")
+        self.storage.push(self.path.name, self.ledger.name, "tensorboard")
         parts = [fmt.format(metrics[k]) for k, fmt in CONSOLE_KEYS if k in metrics]
         if "time/iteration" in metrics:
             self.seconds.append(metrics["time/iteration"])
@@ -72,6 +70,16 @@ class RunLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def truncate_after(path: Path, iteration: int) -> None:
+    """A resumed run redoes the iterations after its checkpoint: drop their old lines."""
+    if not path.exists():
+        return
+    kept = [json.dumps(record) for record in parse_lines(path.read_text()) if record.get("iteration", 0) <= iteration]
+    staging = path.with_name(path.name + ".partial")
+    staging.write_text("".join(line + "\n" for line in kept))
+    os.replace(staging, path)  # a crash here leaves the old file or the new, never half of it
 
 
 def parse_lines(text: str) -> list[dict]:
@@ -93,3 +101,8 @@ def parse_lines(text: str) -> list[dict]:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     return parse_lines((Path(run_dir) / "metrics.jsonl").read_text())
+
+
+def read_ledger(run_dir: str | Path) -> list[dict]:
+    """``prompts.jsonl``: ``{"iteration", "prompts": [digests of rank 0, of rank 1, ...]}`` per line."""
+    return parse_lines((Path(run_dir) / "prompts.jsonl").read_text())

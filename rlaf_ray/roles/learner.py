@@ -12,6 +12,7 @@ position, policy version).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -90,8 +91,9 @@ def learner_loop(loop_config: dict) -> None:
         metrics.update(learner.iteration_metrics(state, out, scored, timings))
         metrics.update(learner.judged_metrics(out))
         metrics["objective"] = objective(cfg, metrics)
+        prompts = gather_digests(batch["id"], batch["prompt"])  # every rank: a collective
         if learner.log is not None:
-            learner.log.write(state.iteration, metrics)
+            learner.log.write(state.iteration, metrics, prompts)
         report(cfg, state, metrics, learner, rank)
     if rank == 0:
         save_final(cfg, learner)
@@ -143,6 +145,21 @@ def sync_adapter(policy, rollout_workers: list, version: int) -> None:
             pass
     if any(v != version for v in loaded):
         raise RuntimeError(f"adapter sync: rollout workers report versions {loaded}, expected {version}")
+
+
+def prompt_digest(row_id: str, prompt: str) -> str:
+    """A prompt row's identity in the ledger: its id and text (a dataset may repeat a text)."""
+    return hashlib.sha256(f"{row_id}\x00{prompt}".encode()).hexdigest()[:16]
+
+
+def gather_digests(ids, prompts) -> list[list[str]]:
+    """The digests of every rank's prompts of this iteration, in rank order (on every rank)."""
+    mine = [prompt_digest(str(i), str(p)) for i, p in zip(ids, prompts)]
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [mine]
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
 
 
 def barrier() -> None:
