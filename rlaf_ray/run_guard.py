@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml, leaf_fields, load_config
+from rlaf_ray.storage import write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 # The command that made the run (train or sft): an sft run must not continue a PPO checkpoint.
@@ -143,17 +144,17 @@ def save_run_config(cfg: RLAFConfig, changes: list[tuple[str, Any, Any]], comman
     saved = run_dir / CONFIG_FILE
     where = storage.where() if storage.remote else Path(run_dir).resolve()
     if not (run_dir / RUN_FILE).is_file():
-        (run_dir / RUN_FILE).write_text(json.dumps({"command": command}) + "\n")
+        write_text_atomic(run_dir / RUN_FILE, json.dumps({"command": command}) + "\n")
         storage.push(RUN_FILE)
     if not saved.is_file():
-        saved.write_text(dump_yaml(cfg))
+        write_text_atomic(saved, dump_yaml(cfg))
         storage.push(CONFIG_FILE)
         return f"[rlaf] new {command} run in {where}"
     if not changes:
         return f"[rlaf] continuing the {command} run in {where} from its latest checkpoint (same settings)"
     kept = previous_config_path(run_dir)
     saved.rename(kept)
-    saved.write_text(dump_yaml(cfg))
+    write_text_atomic(saved, dump_yaml(cfg))
     storage.push(kept.name, CONFIG_FILE)
     return (f"[rlaf] continuing the {command} run in {where} from its latest checkpoint with "
             f"{_listed(changes)}; previous settings kept in {kept.name}")

@@ -41,7 +41,7 @@ from rlaf_ray.placement import (
 )
 from rlaf_ray.preflight import prepare
 from rlaf_ray.run_guard import check_run_dir, save_run_config
-from rlaf_ray.storage import replace_dir
+from rlaf_ray.storage import replace_dir, write_text_atomic
 
 
 def count_references(split: PromptSplit) -> tuple[int, int]:
@@ -130,7 +130,7 @@ def sft_loop(loop_config: dict) -> None:
             replace_dir(staging, run_dir / "final")
             summary = {"eval_loss_initial": initial, "eval_loss_final": final,
                        "log_history": trainer.state.log_history}
-            (run_dir / "sft_metrics.json").write_text(json.dumps(summary, indent=1))
+            write_text_atomic(run_dir / "sft_metrics.json", json.dumps(summary, indent=1))
             cfg.run_storage.push("sft_metrics.json", "final", last="adapter_config.json")
             print(f"[rlaf] sft: held-out loss {initial if initial is not None else 'n/a'} -> {final:.4f}",
                   file=sys.__stdout__, flush=True)

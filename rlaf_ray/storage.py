@@ -158,3 +158,11 @@ def local_copy(location: str, cache_dir: str = DEFAULT_CACHE) -> Path:
     storage = RunStorage(location, cache_dir)
     storage.pull()
     return storage.local
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write beside ``path`` and rename onto it: a reader (or a rerun after a crash) sees the old
+    file or the new one, never half of it."""
+    staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    staging.write_text(text)
+    os.replace(staging, path)

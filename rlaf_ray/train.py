@@ -33,6 +33,7 @@ from rlaf_ray.roles.learner import learner_loop
 from rlaf_ray.roles.reward import RewardWorker
 from rlaf_ray.roles.rollout import RolloutWorker
 from rlaf_ray.run_guard import check_run_dir, save_run_config
+from rlaf_ray.storage import write_text_atomic
 
 
 def actor_options(res: RoleResources, name: str, placement_group=None, runtime_env: dict | None = None,
@@ -122,7 +123,7 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
 
     run_dir = cfg.run_dir
     print(save_run_config(cfg, changes), flush=True)
-    (run_dir / "data_stats.json").write_text(json.dumps({"train": stats}, indent=1))
+    write_text_atomic(run_dir / "data_stats.json", json.dumps({"train": stats}, indent=1))
     cfg.run_storage.push("data_stats.json")
 
     roles = start_roles(cfg, placement_group)

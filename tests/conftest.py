@@ -115,8 +115,10 @@ def base_config(policy_path: str, classifier_path: str, tmp_path: Path, **sectio
                       "rollout": {"num_workers": 1, "num_cpus": 0.25},
                       "reward": {"num_workers": 1, "num_cpus": 0.25}},
         "evaluation": {"after_train": False},
+        # No learner-group restart: a test whose learner fails should fail at once (the fault test
+        # turns restarts on).
         "run": {"name": "test", "output_dir": str(tmp_path / "results"), "checkpoint_every": 2,
-                "cache_dir": str(tmp_path / "cache")},
+                "cache_dir": str(tmp_path / "cache"), "max_failures": 0},
     }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}

@@ -38,7 +38,9 @@ class RunSettings(Section):
         "filesystem) that every file of the run reaches. Under `ray job submit` a relative path is refused."))
     checkpoint_every: int = Field(5, ge=1, description="Iterations between checkpoints.")
     keep_checkpoints: Annotated[int, Field(ge=1)] | None = Field(2, description="Checkpoints kept; null: all.")
-    max_failures: int = Field(0, ge=-1, description="Learner-group restarts Ray Train allows (-1: unlimited).")
+    max_failures: int = Field(1, ge=0, description=(
+        "Restarts of the learner group (from the latest checkpoint) after a learner rank dies; 0: the run "
+        "ends and resumes with the same command."))
     resource_wait_s: Number = Field(0.0, ge=0.0, description=(
         "Seconds to wait for an autoscaling cluster to add the nodes the roles need (0: fail at once)."))
     cache_dir: str = Field("~/.cache/rlaf_ray", description="Where the offline tiny models are cached.")

@@ -47,7 +47,7 @@ from rlaf_ray.ppo.distributed import global_sums
 from rlaf_ray.ppo.update import PPOLearner
 from rlaf_ray.roles.calls import RankRoles, generate_and_score
 from rlaf_ray.run_log import RunLog
-from rlaf_ray.storage import replace_dir
+from rlaf_ray.storage import replace_dir, write_text_atomic
 from rlaf_ray.timing import timed
 
 
@@ -261,7 +261,7 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
 def record_parameters(cfg: RLAFConfig, inner: PolicyWithValueHead, trainable: int, total: int) -> None:
     """``parameters.json`` in the run directory: what trains, out of how much."""
     value_head = sum(p.numel() for p in inner.value_head.parameters()) if inner.value_head is not None else 0
-    (cfg.run_dir / "parameters.json").write_text(json.dumps({
+    write_text_atomic(cfg.run_dir / "parameters.json", json.dumps({
         "trainable": trainable, "total": total, "trainable_share": trainable / total,
         "adapter": trainable - value_head, "value_head": value_head,
         "architecture": type(inner.policy.get_base_model()).__name__, "seq2seq": inner.seq2seq,

@@ -62,12 +62,13 @@ def test_unknown_section():
 
 def test_bad_values_name_field_and_range():
     lines = problems({"ppo": {"cliprange": 1.5, "gamma": -0.1}, "generation": {"top_p": 0},
-                      "lora": {"r": 0}})
+                      "lora": {"r": 0}, "run": {"max_failures": -1}})
     assert any(l.startswith("ppo.cliprange: 1.5 is out of range; allowed (0.0, 1.0]") for l in lines)
     assert any(l.startswith("ppo.gamma: -0.1 is out of range") for l in lines)
     assert any(l.startswith("generation.top_p: 0") for l in lines)
     assert any(l.startswith("lora.r: 0 is out of range; allowed [1, inf]") for l in lines)
-    assert len(lines) == 4  # one line per problem
+    assert any(l.startswith("run.max_failures: -1 is out of range; allowed [0, inf]") for l in lines)
+    assert len(lines) == 5  # one line per problem
 
 
 def test_bad_types_and_choices():
