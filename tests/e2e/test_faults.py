@@ -90,3 +90,54 @@ def test_run_survives_killed_actors_and_learner_and_trains_each_prompt_once(ray_
     assert ledger[:len(before)] == before
     digests = [d for line in ledger for rank in line["prompts"] for d in rank]
     assert len(digests) == ITERATIONS * config["ppo"]["batch_size"] and len(set(digests)) == len(digests)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_with_the_same_command(no_ray, policy_path, classifier_path, tmp_path):
+    """SIGKILL the driver of `rlaf-ray train` (its local Ray goes with it, as a lost machine's
+    would); the same command then resumes from the latest checkpoint and finishes, the ledger
+    exact and the final adapter usable."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    config = base_config(policy_path, classifier_path, tmp_path, run={"name": "driver", "checkpoint_every": 2},
+                         ppo={"num_iterations": ITERATIONS})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "rlaf_ray", "train", "--config", str(path)]
+    run_dir = tmp_path / "results" / "driver"
+    ledger = run_dir / "prompts.jsonl"
+
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (ledger.is_file() and len(ledger.read_text().splitlines()) >= 3):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run ended early"
+            time.sleep(0.2)
+        before = [json.loads(line) for line in ledger.read_text().splitlines()]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver's own Ray processes, orphaned by its death
+
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "continuing the train run" in second.stdout
+    assert [m["iteration"] for m in read_metrics(run_dir)] == list(range(1, ITERATIONS + 1))
+    after = read_ledger(run_dir)
+    assert [line["iteration"] for line in after] == list(range(1, ITERATIONS + 1))
+    assert after[:len(before)] == before  # redone iterations trained the lost ones' prompts
+    digests = [d for line in after for rank in line["prompts"] for d in rank]
+    assert len(set(digests)) == len(digests) == ITERATIONS * config["ppo"]["batch_size"]
+
+    from rlaf_ray.config import GenerationSettings, ModelSettings
+    from rlaf_ray.export import generate
+
+    responses = generate(ModelSettings(name_or_path=policy_path), str(run_dir / "final" / "adapter"),
+                         ["#Person1#: Hello.\n#Person2#:"], GenerationSettings(max_new_tokens=6, min_new_tokens=6))
+    assert len(responses) == 1 and responses[0].strip()
