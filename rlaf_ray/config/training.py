@@ -52,9 +52,10 @@ class PPOSettings(Section):
     kl_in: Literal["reward", "loss"] = Field("reward", description=(
         "reward: per-token -beta*KL in the shaped reward (PPO-RLHF); loss: beta*mean KL added to the policy "
         "loss, with gradient (GRPO style)."))
-    kl_estimator: Literal["k1", "k3"] = Field("k1", description=(
+    kl_estimator: Literal["k1", "k3", "full"] = Field("k1", description=(
         "Per-token KL estimator: k1 = log p/p_ref (the only unbiased choice in the reward); k3 = "
-        "low-variance, non-negative (kl_in=loss only)."))
+        "low-variance, non-negative (kl_in=loss only); full = the exact KL over the whole vocabulary at each "
+        "response position (kl_in=loss only; keeps the reference's full distribution: batch x tokens x vocab)."))
     adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl (Ziegler et al. 2019).")
     target_kl: Number = Field(6.0, gt=0.0, description=(
         "Adaptive KL: the k1 KL per response (summed over its tokens) to aim for."))
@@ -89,9 +90,9 @@ class PPOSettings(Section):
 
     @model_validator(mode="after")
     def _kl_estimator_fits_placement(self):
-        if self.kl_estimator == "k3" and self.kl_in == "reward":
-            raise ValueError("kl_estimator: 'k3' belongs in the loss (ppo.kl_in=loss); in the reward only k1 "
-                             "gives an unbiased KL penalty")
+        if self.kl_estimator != "k1" and self.kl_in == "reward":
+            raise ValueError(f"kl_estimator: {self.kl_estimator!r} belongs in the loss (ppo.kl_in=loss); in the "
+                             "reward only k1 gives an unbiased KL penalty")
         return self
 
 

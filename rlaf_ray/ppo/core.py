@@ -57,6 +57,13 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
     return masked(out, mask)
 
 
+def full_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Exact KL(policy || reference) at each position, over the whole vocabulary: ``[..., V]``
+    log-probabilities in, ``[...]`` nats out. Unlike a sampled estimate it sees the mass a policy
+    moved to tokens it did not sample this time."""
+    return (logprobs.exp() * (logprobs - ref_logprobs)).sum(dim=-1)
+
+
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from samples of the policy.
 

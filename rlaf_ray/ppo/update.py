@@ -44,6 +44,7 @@ class Targets:
     returns: torch.Tensor | None
     kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
+    ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
 
 
 class PPOLearner:
@@ -72,25 +73,29 @@ class PPOLearner:
         return self.params[0].device
 
     def forward(self, model: nn.Module, batch: RolloutBatch, need_entropy: bool = False,
-                truncate: bool = True):
+                truncate: bool = True, full: list | None = None):
         """Log-probs of the response tokens under the distribution the rollout sampled from,
-        values before each of them, optionally entropy. ``truncate=False``: without top-k/top-p."""
+        values before each of them, optionally entropy. ``truncate=False``: without top-k/top-p.
+        ``full``: a list that receives the whole untruncated log-distribution at each position."""
         logits, values = model(**batch.inputs)
         start, end = batch.logits_start, batch.logits_start + batch.response_ids.shape[1]
-        logits = self.sampling(logits[:, start:end].float(), batch, truncate)
+        raw = logits[:, start:end].float()
+        logits = self.sampling(raw, batch, truncate)
+        if full is not None:
+            full.append(torch.log_softmax(logits if not truncate else self.sampling(raw, batch, False), dim=-1))
         logprobs = selective_log_softmax(logits, batch.response_ids)
         entropy = entropy_from_logits(logits) if need_entropy else None
         return logprobs, None if values is None else values[:, start:end].float(), entropy
 
     @torch.no_grad()
-    def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+    def _reference_logprobs(self, batch: RolloutBatch, full: list | None = None) -> torch.Tensor:
         inner = unwrap(self.model)
         # The frozen base is the reference: the same network with the adapter switched off, under
         # the same temperature, repetition penalty and EOS rule but not truncated: a token outside
         # the base's own top-k/top-p set would make the KL infinite, and against a reference
         # truncated to the policy's set a policy could escape the penalty by sharpening.
         with inner.policy.disable_adapter():
-            logprobs, _, _ = self.forward(inner, batch, truncate=False)
+            logprobs, _, _ = self.forward(inner, batch, truncate=False, full=full)
         return logprobs
 
     def step(self, batch: RolloutBatch, scores: torch.Tensor, ended: torch.Tensor,
@@ -139,7 +144,8 @@ class PPOLearner:
         mask[~finite] = 0.0
         with torch.no_grad():  # dropout is off in the model
             old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch)
-            ref_logprobs = self._reference_logprobs(batch)
+            ref_full = [] if cfg.kl_estimator == "full" else None
+            ref_logprobs = self._reference_logprobs(batch, ref_full)
         # k1 per token: the reward's penalty (the only unbiased one there), the reported KL and
         # what the adaptive controller reads, whichever estimator the loss uses.
         kl = core.masked(old_logprobs - ref_logprobs, mask)
@@ -157,7 +163,8 @@ class PPOLearner:
         if cfg.whiten_advantages and cfg.estimator != "grpo":
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
-        return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs)
+        return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs,
+                       ref_full[0] if ref_full else None)
 
     def run_epochs(self, batch: RolloutBatch, targets: Targets, critic_only: bool = False) -> dict[str, list[float]]:
         """Up to ``ppo_epochs`` passes over shuffled minibatches; each minibatch's statistics, and
@@ -191,7 +198,8 @@ class PPOLearner:
         ``critic_only``: the value loss alone (the policy does not move, so nothing to stop)."""
         cfg = self.cfg
         mask = t.mask[idx]
-        logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True)
+        full = [] if t.ref_full is not None else None
+        logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True, full=full)
         pg = core.clipped_policy_loss(logprobs, t.old_logprobs[idx], t.advantages[idx], mask, cfg.cliprange)
         if cfg.early_stop_kl is not None and not critic_only:
             # One all-reduce, so every rank stops at the same minibatch (a rank that stepped alone
@@ -206,8 +214,12 @@ class PPOLearner:
         # Per-token KL of the current policy to the reference: reported always, a loss term (with
         # gradient) when kl_in=loss. Masked before the estimator: a padding position's log-prob
         # may be the most negative float.
-        kl_to_ref = core.masked_mean(core.kl_estimate(core.masked(logprobs, mask),
-                                                      core.masked(t.ref_logprobs[idx], mask), cfg.kl_estimator), mask)
+        if full is not None:
+            per_token = core.full_kl(full[0], t.ref_full[idx])
+        else:
+            per_token = core.kl_estimate(core.masked(logprobs, mask), core.masked(t.ref_logprobs[idx], mask),
+                                         cfg.kl_estimator)
+        kl_to_ref = core.masked_mean(per_token, mask)
         loss = pg.loss + cfg.vf_coef * vf_loss
         if cfg.kl_in == "loss":
             loss = loss + self.kl_ctl.value * kl_to_ref

@@ -115,3 +115,17 @@ def test_critic_warmup_trains_the_value_head_only(setup):
     rows = torch.arange(8)
     gain = (v1 - v0)[rows, first]
     assert gain[:4].mean() > gain[4:].mean()
+
+
+def test_full_kl_in_the_loss_is_exact_and_grows_as_the_policy_moves(setup):
+    cfg, model, _, out, batch = setup
+    learner = PPOLearner(from_dict({"ppo": {"kl_in": "loss", "kl_estimator": "full", "kl_coef": 0.1,
+                                            "batch_size": 8, "num_minibatches": 2, "learning_rate": 1e-2},
+                                    "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+    scores = torch.tensor([1.0] * 4 + [-1.0] * 4)
+    first = learner.step(batch, scores, torch.tensor(out["ended"]))
+    assert first["ppo/kl_to_ref"] >= 0.0  # exact KL: never negative, unlike a sampled k1
+    targets = learner.targets(batch, scores, torch.isfinite(scores))
+    assert targets.ref_full.shape[:2] == batch.response_ids.shape and targets.ref_full.dim() == 3
+    second = learner.step(batch, scores, torch.tensor(out["ended"]))
+    assert second["ppo/kl_to_ref"] > first["ppo/kl_to_ref"] > 0.0  # moved from the base, and further

@@ -179,7 +179,7 @@ def test_kl_estimator_must_fit_where_the_kl_goes():
     (line,) = problems({"ppo": {"kl_estimator": "k3"}})  # kl_in defaults to reward
     assert line.startswith("ppo.kl_estimator: 'k3' belongs in the loss (ppo.kl_in=loss)")
     (line,) = problems({"ppo": {"kl_estimator": "k2", "kl_in": "loss"}})
-    assert line == "ppo.kl_estimator: expected one of 'k1' | 'k3', got 'k2'"
+    assert line == "ppo.kl_estimator: expected one of 'k1' | 'k3' | 'full', got 'k2'"
     cfg = from_dict({"ppo": {"kl_estimator": "k3", "kl_in": "loss"}})
     assert (cfg.ppo.kl_estimator, cfg.ppo.kl_in) == ("k3", "loss")
 

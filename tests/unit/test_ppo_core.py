@@ -196,3 +196,15 @@ def test_running_moments_merge_batches_like_one():
     restored = core.RunningMoments()
     restored.load_state_dict(m.state_dict())
     assert (restored.count, restored.mean, restored.std) == (m.count, m.mean, m.std)
+
+
+def test_full_kl_by_hand():
+    """KL over the whole vocabulary: sum_v p(v) log(p(v)/q(v)), per position."""
+    p = torch.tensor([[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]])
+    q = torch.tensor([[0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    kl = core.full_kl(p.log(), q.log())
+    assert kl[0].item() == pytest.approx(0.5 * math.log(2) + 0.25 * math.log(0.5))
+    assert kl[1].item() == pytest.approx(0.0, abs=1e-7)
+    # a token the reference (almost) never emits costs its share of mass times the log-ratio
+    rare = core.full_kl(torch.tensor([0.9, 0.1]).log(), torch.tensor([1 - 1e-4, 1e-4]).log())
+    assert rare.item() == pytest.approx(0.9 * math.log(0.9 / (1 - 1e-4)) + 0.1 * math.log(0.1 / 1e-4))
