@@ -1,7 +1,9 @@
 """What a learner rank asks of its role actors, and how it rides out their deaths.
 
-``generate_and_score`` sends one batch to this rank's rollout actor and the rollout's ObjectRef
-on to its reward actor. Both roles are restarted by Ray when their process dies
+The actors are one pool for all ranks: ``routes`` splits each rank's batch into chunks, one per
+rollout actor it uses, so that every actor gets the same share of all ranks' work, whatever the
+numbers of learners and actors (``rollout_routes``). ``generate_and_score`` sends each chunk to
+its rollout actor and the rollout's ObjectRef on to its reward actor, all chunks at once. Both roles are restarted by Ray when their process dies
 (``run.role_restarts``, see ``train.start_roles``): Ray resends a stateless reward actor's calls
 itself; a restarted rollout actor comes back with a fresh adapter, so the rank waits for it,
 gives it the current adapter and sends the batch again. Every answer is awaited at most
@@ -21,31 +23,63 @@ import ray
 from rlaf_ray.config import RLAFConfig
 
 
+def rollout_routes(rank: int, world: int, n_rollout: int, n_reward: int) -> list[tuple[int, int]]:
+    """``(rollout actor, reward actor)`` for each chunk of this rank's batch. A rank splits its
+    batch into ``m = n_rollout / gcd(n_rollout, world)`` chunks on distinct actors, rank by rank
+    round the pool: every rollout actor then serves ``world * m / n_rollout`` equal chunks per
+    iteration (2 learners on 1 actor: both whole batches on it; on 2: one each; on 3: each rank's
+    batch in thirds over all three), and the reward actors take the chunks round the same way."""
+    m = n_rollout // math.gcd(n_rollout, world)
+    return [((rank * m + c) % n_rollout, (rank * m + c) % n_reward) for c in range(m)]
+
+
 @dataclass
 class RankRoles:
-    """The rollout and reward actor this rank calls, and their indices (for messages)."""
+    """The pool of rollout and reward actors, and this rank's routes through it."""
 
-    rollout: object
-    reward: object
-    rollout_index: int
-    reward_index: int
+    rollout: list
+    reward: list
+    routes: list[tuple[int, int]]
+
+
+# Chunk c of a rank's batch samples with seed + c * CHUNK_SEED (chunk 0: the rank's own seed).
+CHUNK_SEED = 104_729
 
 
 def generate_and_score(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int, version: int,
                        resync) -> tuple[dict, dict]:
-    """generate -> score: the rollout goes to the reward actor as an ObjectRef. Each prompt is
-    sampled ``ppo.samples_per_prompt`` times, its responses side by side (the groups of
-    ``ppo/groups.py``). The rollout must have used adapter ``version``.
+    """generate -> score, chunk by chunk on this rank's routes, all chunks sent before any is
+    awaited; each rollout goes to its reward actor as an ObjectRef. Each prompt is sampled
+    ``ppo.samples_per_prompt`` times, its responses side by side in one chunk (the groups of
+    ``ppo/groups.py``). Every rollout must have used adapter ``version``.
 
     A rollout actor whose process died comes back (Ray restarts it) with a fresh adapter:
-    ``resync`` gives it this rank's adapter (every rank holds the same one) and the call is sent
-    again with the same seed, up to ``run.role_restarts`` times. Ray itself resends a restarted
-    reward actor's calls. Each answer is awaited at most ``run.role_timeout_s``."""
-    prompts = [str(p) for p in batch["prompt"] for _ in range(cfg.ppo.samples_per_prompt)]
-    timeout, name = cfg.run.role_timeout_s, f"rollout actor {roles.rollout_index}"
+    ``resync(actor)`` gives it this rank's adapter (every rank holds the same one) and the chunk is
+    sent again with the same seed, up to ``run.role_restarts`` times. Ray itself resends a
+    restarted reward actor's calls. Each answer is awaited at most ``run.role_timeout_s``."""
+    k = cfg.ppo.samples_per_prompt
+    rows = list(batch["prompt"])
+    size = math.ceil(len(rows) / len(roles.routes))
+    chunks = [([str(p) for p in rows[start:start + size] for _ in range(k)], route, seed + c * CHUNK_SEED)
+              for c, (start, route) in enumerate(zip(range(0, len(rows), size), roles.routes))]
+    sent = [_send(roles, route, prompts, chunk_seed) for prompts, route, chunk_seed in chunks]
+    answers = [_chunk(cfg, roles, route, prompts, chunk_seed, version, resync, first)
+               for (prompts, route, chunk_seed), first in zip(chunks, sent)]
+    return merge_rollouts([a[0] for a in answers]), merge_scores([a[1] for a in answers])
+
+
+def _send(roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int) -> tuple:
+    rollout_ref = roles.rollout[route[0]].generate.remote(prompts, seed)
+    return rollout_ref, roles.reward[route[1]].score.remote(rollout_ref)
+
+
+def _chunk(cfg: RLAFConfig, roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int,
+           version: int, resync, sent: tuple) -> tuple[dict, dict]:
+    """One chunk's answers, riding out its rollout actor's death (see ``generate_and_score``)."""
+    timeout, name = cfg.run.role_timeout_s, f"rollout actor {route[0]}"
+    actor = roles.rollout[route[0]]
     for attempt in itertools.count():
-        rollout_ref = roles.rollout.generate.remote(prompts, seed)
-        scored_ref = roles.reward.score.remote(rollout_ref)
+        rollout_ref, scored_ref = sent if attempt == 0 else _send(roles, route, prompts, seed)
         try:
             out = _answer(rollout_ref, timeout, name, "generate")
         except ray.exceptions.RayActorError as err:
@@ -53,14 +87,31 @@ def generate_and_score(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int
             _discard(scored_ref)
         else:
             if out["version"] == version:
-                return out, _scores(scored_ref, timeout, roles.reward_index, cfg.run.role_restarts)
+                return out, _scores(scored_ref, timeout, route[1], cfg.run.role_restarts)
             problem = f"used adapter version {out['version']}, expected {version} (restarted)"
         if attempt == cfg.run.role_restarts:
             raise RuntimeError(f"{name}: {problem}; no re-syncs left (run.role_restarts={cfg.run.role_restarts})")
         print(f"[rlaf] {name} {problem}: re-syncing its adapter, sending the batch again",
               file=sys.__stdout__, flush=True)
-        _wait_until_back(roles.rollout, timeout, name)
-        resync()
+        _wait_until_back(actor, timeout, name)
+        resync(actor)
+
+
+# Per-response fields of a rollout and of its scores, joined chunk after chunk; the rest are
+# per call: the slowest chunk's seconds (they ran side by side), the largest peak memory.
+ROLLOUT_LISTS = ("prompts", "prompt_ids", "response_ids", "responses", "ended")
+
+
+def merge_rollouts(outs: list[dict]) -> dict:
+    merged = {key: [item for out in outs for item in out[key]] for key in ROLLOUT_LISTS}
+    merged.update(version=outs[0]["version"], max_new_tokens=max(o["max_new_tokens"] for o in outs),
+                  seconds=max(o["seconds"] for o in outs), peak_memory_mib=max(o["peak_memory_mib"] for o in outs))
+    return merged
+
+
+def merge_scores(scored: list[dict]) -> dict:
+    return {"scores": [s for one in scored for s in one["scores"]], "seconds": max(s["seconds"] for s in scored),
+            "peak_memory_mib": max(s["peak_memory_mib"] for s in scored)}
 
 
 def first_line(err: Exception) -> str:

@@ -45,7 +45,7 @@ from rlaf_ray.models.policy import (
 from rlaf_ray.ppo.batch import collate
 from rlaf_ray.ppo.distributed import global_sums
 from rlaf_ray.ppo.update import PPOLearner
-from rlaf_ray.roles.calls import RankRoles, generate_and_score
+from rlaf_ray.roles.calls import RankRoles, generate_and_score, rollout_routes
 from rlaf_ray.run_log import RunLog
 from rlaf_ray.storage import replace_dir, write_text_atomic
 from rlaf_ray.timing import timed
@@ -67,9 +67,10 @@ def learner_loop(loop_config: dict) -> None:
     the number of prompts (``num_prompts``)."""
     cfg: RLAFConfig = loop_config["config"]
     rollout_workers, reward_workers = loop_config["rollout"], loop_config["reward"]
-    rank = ray.train.get_context().get_world_rank()
-    roles = RankRoles(rollout_workers[rank % len(rollout_workers)], reward_workers[rank % len(reward_workers)],
-                      rank % len(rollout_workers), rank % len(reward_workers))
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    roles = RankRoles(rollout_workers, reward_workers, rollout_routes(
+        rank, context.get_world_size(), len(rollout_workers), len(reward_workers)))
     learner, state = build_learner(cfg, rollout_workers)
     batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.prompts_per_iteration // learner.world,
                              state, seed=cfg.data.seed * 7919 + rank)
@@ -80,7 +81,7 @@ def learner_loop(loop_config: dict) -> None:
             with timed("rollout_wall", timings):
                 out, scored = generate_and_score(
                     cfg, roles, batch, iteration_seed(cfg, state.iteration, rank), state.iteration,
-                    resync=lambda: sync_adapter(learner.inner.policy, [roles.rollout], state.iteration))
+                    resync=lambda actor: sync_adapter(learner.inner.policy, [actor], state.iteration))
             with timed("learn", timings):
                 metrics = learner.update(out, scored, critic_only=state.iteration < cfg.ppo.critic_warmup)
             state.iteration += 1

@@ -48,3 +48,4 @@ def test_sequence_reward_is_the_score_less_the_summed_kl():
     kl = torch.tensor([[0.5, 0.5, 9.0], [1.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # padding's KL does not count
     assert sequence_rewards(torch.tensor([1.0, 2.0]), kl, mask, 0.5).tolist() == [0.5, 1.5]
+
