@@ -32,6 +32,13 @@ class PPOSettings(Section):
     critic: Literal["detached", "shared"] = Field("detached", description=(
         "detached: the value head reads the trunk's hidden states without gradient, so the value loss "
         "cannot change the adapter; shared: value-loss gradients also train the adapter."))
+    max_staleness: int = Field(0, ge=0, description=(
+        "Batches generated ahead while the learner updates (one-step-off and beyond): 0 is the synchronous "
+        "loop; k lets a sample come from an adapter up to k updates old. Stale samples are corrected by "
+        "decoupled PPO: clipped against the learner's policy before the update, weighted by the truncated "
+        "ratio of that policy to the one that sampled (is_truncation)."))
+    is_truncation: Number = Field(2.0, gt=0.0, description=(
+        "max_staleness > 0: the largest importance weight a stale token gets (truncated importance sampling)."))
     critic_warmup: int = Field(0, ge=0, description=(
         "gae: first iterations in which only the value head learns and the adapter stays the base's, so that "
         "the first policy updates credit the token that decides a reward (e.g. the comma before an insult), not "

@@ -57,6 +57,16 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
     return masked(out, mask)
 
 
+def truncated_is_weights(proximal: torch.Tensor, behaviour: torch.Tensor, stale: torch.Tensor,
+                         truncation: float) -> torch.Tensor:
+    """Decoupled PPO's per-token weight pi_prox / pi_behav, truncated at ``truncation``, for the
+    tokens of stale responses (``stale``: ``[batch]`` bool); exactly 1 elsewhere. ``proximal``:
+    the learner's log-probs before the update; ``behaviour``: the rollout's, as it sampled."""
+    log_ratio = (proximal - behaviour).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    weights = torch.exp(log_ratio).clamp(max=truncation)
+    return torch.where(stale[:, None], weights, torch.ones_like(weights))
+
+
 def full_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Exact KL(policy || reference) at each position, over the whole vocabulary: ``[..., V]``
     log-probabilities in, ``[...]`` nats out. Unlike a sampled estimate it sees the mass a policy

@@ -13,6 +13,7 @@ metrics) are reduced over all ranks too, so every rank takes the same decisions.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ class Targets:
     kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
     ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
+    is_weights: torch.Tensor | None = None  # off-policy correction of stale samples (max_staleness)
+    staleness: torch.Tensor | None = None  # per response: updates between sampling and this one
 
 
 class PPOLearner:
@@ -99,9 +102,12 @@ class PPOLearner:
         return logprobs
 
     def step(self, batch: RolloutBatch, scores: torch.Tensor, ended: torch.Tensor,
-             critic_only: bool = False) -> dict[str, float]:
+             critic_only: bool = False, behaviour: torch.Tensor | None = None,
+             staleness: torch.Tensor | None = None) -> dict[str, float]:
         """One PPO update on this rank's batch; returns the batch's metrics (over all ranks).
-        ``critic_only`` (``critic_warmup``): the value loss alone, the adapter and beta unchanged."""
+        ``critic_only`` (``critic_warmup``): the value loss alone, the adapter and beta unchanged.
+        ``behaviour``, ``staleness``: the sampling policy's token log-probs and each response's
+        age in updates; stale responses are corrected by decoupled PPO (``truncated_is_weights``)."""
         scores = scores.to(device=self.device, dtype=torch.float32)
         finite = torch.isfinite(scores)
         # Non-finite scores become 0; their samples leave the update through the mask.
@@ -109,6 +115,8 @@ class PPOLearner:
         score_sums = self.score_sums(scores, finite)
         normalized = self.normalized_scores(scores, finite, score_sums)
         targets = self.targets(batch, self.shaped_scores(normalized, ended), finite)
+        if behaviour is not None and staleness is not None:
+            targets = self.off_policy(targets, behaviour.to(self.device), staleness.to(self.device))
         stats = self.run_epochs(batch, targets, critic_only)
         return self.batch_metrics(batch, targets, stats, score_sums, normalized, finite, ended, critic_only)
 
@@ -165,6 +173,15 @@ class PPOLearner:
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
         return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs,
                        ref_full[0] if ref_full else None)
+
+    def off_policy(self, t: Targets, behaviour: torch.Tensor, staleness: torch.Tensor) -> Targets:
+        """Decoupled PPO: the clip stays around the learner's policy before this update (the
+        proximal policy, ``old_logprobs``); each token of a stale response is weighted by the
+        truncated ratio of that policy to the one that sampled it, through its advantage (the
+        clipped objective is linear in a non-negative weight)."""
+        weights = core.truncated_is_weights(t.old_logprobs, behaviour, staleness > 0, self.cfg.is_truncation)
+        weights = torch.where(t.mask.bool(), weights, torch.ones_like(weights))
+        return dataclasses.replace(t, advantages=t.advantages * weights, is_weights=weights, staleness=staleness)
 
     def run_epochs(self, batch: RolloutBatch, targets: Targets, critic_only: bool = False) -> dict[str, list[float]]:
         """Up to ``ppo_epochs`` passes over shuffled minibatches; each minibatch's statistics, and
@@ -286,7 +303,27 @@ class PPOLearner:
             "response/ended_fraction": s["ended"] / s["samples"],
             "ppo/critic_only": float(critic_only),
         })
+        metrics.update(self.off_policy_metrics(t))
         return metrics
+
+    def off_policy_metrics(self, t: Targets) -> dict[str, float]:
+        """Staleness and importance weights over all ranks (the weights over stale tokens only;
+        1 when none is stale)."""
+        staleness = t.staleness if t.staleness is not None else torch.zeros(t.mask.shape[0], device=self.device)
+        stale_tokens = t.mask * (staleness > 0).float()[:, None]
+        weights = t.is_weights if t.is_weights is not None else torch.ones_like(t.mask)
+        truncated = (weights >= self.cfg.is_truncation).float() * stale_tokens
+        s = global_sums({"responses": float(staleness.numel()), "staleness": staleness.float().sum().item(),
+                         "stale_tokens": stale_tokens.sum().item(), "weight": (weights * stale_tokens).sum().item(),
+                         "truncated": truncated.sum().item()}, self.device)
+        most = staleness.max().float() if staleness.numel() else torch.zeros((), device=self.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+        stale = s["stale_tokens"]
+        return {"offpolicy/staleness_mean": s["staleness"] / max(s["responses"], 1.0),
+                "offpolicy/staleness_max": float(most),
+                "offpolicy/is_weight_mean": s["weight"] / stale if stale else 1.0,
+                "offpolicy/is_truncated_fraction": s["truncated"] / stale if stale else 0.0}
 
     # Checkpoint state beyond the adapter.
     def state_dict(self) -> dict:

@@ -48,10 +48,24 @@ CHUNK_SEED = 104_729
 
 def generate_and_score(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int, version: int,
                        resync) -> tuple[dict, dict]:
+    """Send and collect at once: the synchronous loop's call (see ``send_batch``)."""
+    return collect_batch(cfg, roles, send_batch(cfg, roles, batch, seed), version, resync)
+
+
+@dataclass
+class InFlight:
+    """A batch sent to the pool and not yet collected: its chunks and their refs."""
+
+    chunks: list[tuple[list[str], tuple[int, int], int]]  # (prompts, route, seed)
+    sent: list[tuple]  # (rollout ref, scores ref) per chunk
+
+
+def send_batch(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int) -> InFlight:
     """generate -> score, chunk by chunk on this rank's routes, all chunks sent before any is
-    awaited; each rollout goes to its reward actor as an ObjectRef. Each prompt is sampled
-    ``ppo.samples_per_prompt`` times, its responses side by side in one chunk (the groups of
-    ``ppo/groups.py``). Every rollout must have used adapter ``version``.
+    awaited (``collect_batch``); each rollout goes to its reward actor as an ObjectRef. Each
+    prompt is sampled ``ppo.samples_per_prompt`` times, its responses side by side in one chunk
+    (the groups of ``ppo/groups.py``). With ``ppo.max_staleness`` > 0 the rollouts also return
+    their tokens' log-probs (the behaviour policy of the off-policy correction).
 
     A rollout actor whose process died comes back (Ray restarts it) with a fresh adapter:
     ``resync(actor)`` gives it this rank's adapter (every rank holds the same one) and the chunk is
@@ -62,31 +76,39 @@ def generate_and_score(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int
     size = math.ceil(len(rows) / len(roles.routes))
     chunks = [([str(p) for p in rows[start:start + size] for _ in range(k)], route, seed + c * CHUNK_SEED)
               for c, (start, route) in enumerate(zip(range(0, len(rows), size), roles.routes))]
-    sent = [_send(roles, route, prompts, chunk_seed) for prompts, route, chunk_seed in chunks]
+    logprobs = cfg.ppo.max_staleness > 0
+    return InFlight(chunks, [_send(roles, route, prompts, chunk_seed, logprobs) for prompts, route, chunk_seed in chunks])
+
+
+def collect_batch(cfg: RLAFConfig, roles: RankRoles, flight: InFlight, version: int, resync) -> tuple[dict, dict]:
+    """The answers of a batch sent with ``send_batch`` when the pool held adapter ``version``
+    (a chunk regenerated after its actor's restart uses a newer one)."""
     answers = [_chunk(cfg, roles, route, prompts, chunk_seed, version, resync, first)
-               for (prompts, route, chunk_seed), first in zip(chunks, sent)]
+               for (prompts, route, chunk_seed), first in zip(flight.chunks, flight.sent)]
     return merge_rollouts([a[0] for a in answers]), merge_scores([a[1] for a in answers])
 
 
-def _send(roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int) -> tuple:
-    rollout_ref = roles.rollout[route[0]].generate.remote(prompts, seed)
+def _send(roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int, logprobs: bool) -> tuple:
+    rollout_ref = roles.rollout[route[0]].generate.remote(prompts, seed, logprobs)
     return rollout_ref, roles.reward[route[1]].score.remote(rollout_ref)
 
 
 def _chunk(cfg: RLAFConfig, roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int,
            version: int, resync, sent: tuple) -> tuple[dict, dict]:
-    """One chunk's answers, riding out its rollout actor's death (see ``generate_and_score``)."""
+    """One chunk's answers, riding out its rollout actor's death (see ``send_batch``): the
+    rollout must have used adapter ``version`` or, regenerated after a re-sync, a newer one."""
     timeout, name = cfg.run.role_timeout_s, f"rollout actor {route[0]}"
     actor = roles.rollout[route[0]]
+    logprobs = cfg.ppo.max_staleness > 0
     for attempt in itertools.count():
-        rollout_ref, scored_ref = sent if attempt == 0 else _send(roles, route, prompts, seed)
+        rollout_ref, scored_ref = sent if attempt == 0 else _send(roles, route, prompts, seed, logprobs)
         try:
             out = _answer(rollout_ref, timeout, name, "generate")
         except ray.exceptions.RayActorError as err:
             problem = f"died ({first_line(err)})"
             _discard(scored_ref)
         else:
-            if out["version"] == version:
+            if out["version"] >= version:
                 return out, _scores(scored_ref, timeout, route[1], cfg.run.role_restarts)
             problem = f"used adapter version {out['version']}, expected {version} (restarted)"
         if attempt == cfg.run.role_restarts:
@@ -103,8 +125,12 @@ ROLLOUT_LISTS = ("prompts", "prompt_ids", "response_ids", "responses", "ended")
 
 
 def merge_rollouts(outs: list[dict]) -> dict:
+    """One rollout of the chunks; ``versions``: the adapter version of each response."""
     merged = {key: [item for out in outs for item in out[key]] for key in ROLLOUT_LISTS}
-    merged.update(version=outs[0]["version"], max_new_tokens=max(o["max_new_tokens"] for o in outs),
+    merged["versions"] = [out["version"] for out in outs for _ in out["response_ids"]]
+    merged["logprobs"] = ([lp for out in outs for lp in out["logprobs"]]
+                          if all(out.get("logprobs") is not None for out in outs) else None)
+    merged.update(version=min(o["version"] for o in outs), max_new_tokens=max(o["max_new_tokens"] for o in outs),
                   seconds=max(o["seconds"] for o in outs), peak_memory_mib=max(o["peak_memory_mib"] for o in outs))
     return merged
 

@@ -18,7 +18,8 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ray
@@ -45,7 +46,13 @@ from rlaf_ray.models.policy import (
 from rlaf_ray.ppo.batch import collate
 from rlaf_ray.ppo.distributed import global_sums
 from rlaf_ray.ppo.update import PPOLearner
-from rlaf_ray.roles.calls import RankRoles, generate_and_score, rollout_routes
+from rlaf_ray.roles.calls import (
+    InFlight,
+    RankRoles,
+    collect_batch,
+    rollout_routes,
+    send_batch,
+)
 from rlaf_ray.run_log import RunLog
 from rlaf_ray.storage import replace_dir, write_text_atomic
 from rlaf_ray.timing import timed
@@ -55,7 +62,21 @@ from rlaf_ray.timing import timed
 class LoopState:
     iteration: int = 0  # PPO updates done; also the policy version
     epoch: int = 0  # data epoch in progress
-    batches_in_epoch: int = 0  # batches of that epoch already consumed by each rank
+    batches_in_epoch: int = 0  # batches of that epoch already trained on by each rank
+    # Positions of the batches sent ahead (ppo.max_staleness) and not yet trained: a resumed run
+    # starts after the last trained batch, so it generates these again.
+    in_flight: list = field(default_factory=list)
+
+
+@dataclass
+class Flight:
+    """A batch sent to the pool: its place in the data, the adapter version that samples it."""
+
+    epoch: int
+    batches_in_epoch: int
+    batch: dict
+    version: int
+    calls: InFlight
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,16 +95,26 @@ def learner_loop(loop_config: dict) -> None:
     learner, state = build_learner(cfg, rollout_workers)
     batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.prompts_per_iteration // learner.world,
                              state, seed=cfg.data.seed * 7919 + rank)
+    ahead: deque[Flight] = deque()  # batches sent to the pool, oldest first
     while state.iteration < cfg.ppo.num_iterations:
         timings: dict[str, float] = {}
         with timed("iteration", timings):
-            state.epoch, state.batches_in_epoch, batch = next(batches)
+            # This iteration's batch and up to max_staleness more are in flight, each sampled by
+            # the adapter the pool holds when it is sent (this update's, version state.iteration).
+            while len(ahead) <= cfg.ppo.max_staleness and state.iteration + len(ahead) < cfg.ppo.num_iterations:
+                epoch, done, batch = next(batches)
+                seed = iteration_seed(cfg, state.iteration + len(ahead), rank)
+                ahead.append(Flight(epoch, done, batch, state.iteration, send_batch(cfg, roles, batch, seed)))
+            flight = ahead.popleft()
+            state.epoch, state.batches_in_epoch = flight.epoch, flight.batches_in_epoch
+            state.in_flight = [[f.epoch, f.batches_in_epoch] for f in ahead]  # regenerated on resume
             with timed("rollout_wall", timings):
-                out, scored = generate_and_score(
-                    cfg, roles, batch, iteration_seed(cfg, state.iteration, rank), state.iteration,
+                out, scored = collect_batch(
+                    cfg, roles, flight.calls, flight.version,
                     resync=lambda actor: sync_adapter(learner.inner.policy, [actor], state.iteration))
             with timed("learn", timings):
-                metrics = learner.update(out, scored, critic_only=state.iteration < cfg.ppo.critic_warmup)
+                metrics = learner.update(out, scored, critic_only=state.iteration < cfg.ppo.critic_warmup,
+                                         iteration=state.iteration)
             state.iteration += 1
             with timed("sync", timings):
                 if rank == 0:
@@ -92,7 +123,7 @@ def learner_loop(loop_config: dict) -> None:
         metrics.update(learner.iteration_metrics(state, out, scored, timings))
         metrics.update(learner.judged_metrics(out))
         metrics["objective"] = objective(cfg, metrics)
-        prompts = gather_digests(batch["id"], batch["prompt"])  # every rank: a collective
+        prompts = gather_digests(flight.batch["id"], flight.batch["prompt"])  # every rank: a collective
         if learner.log is not None:
             learner.log.write(state.iteration, metrics, prompts)
         report(cfg, state, metrics, learner, rank)
@@ -183,10 +214,19 @@ class Learner:
     trainable: int
     log: RunLog | None  # rank 0 only
 
-    def update(self, out: dict, scored: dict, critic_only: bool = False) -> dict[str, float]:
+    def update(self, out: dict, scored: dict, critic_only: bool = False, iteration: int | None = None) -> dict[str, float]:
+        """One PPO update; ``iteration`` (the learner's version): how stale each response is,
+        corrected against the rollout's own log-probs when it has them (``ppo.max_staleness``)."""
         batch = collate(out["prompt_ids"], out["response_ids"], self.tokenizer.pad_token_id, self.ppo.device,
                         self.inner.decoder_start_token_id)
-        return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]), critic_only)
+        behaviour = staleness = None
+        if iteration is not None and out.get("logprobs") is not None:
+            behaviour = torch.zeros_like(batch.response_mask)
+            for row, logprobs in enumerate(out["logprobs"]):
+                behaviour[row, :len(logprobs)] = torch.tensor(logprobs)
+            staleness = torch.tensor([iteration - v for v in out["versions"]], device=self.ppo.device)
+        return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]), critic_only,
+                             behaviour=behaviour, staleness=staleness)
 
     def iteration_metrics(self, state: LoopState, out: dict, scored: dict,
                           timings: dict[str, float]) -> dict[str, float]:

@@ -64,22 +64,32 @@ class RolloutWorker(RoleActor):
         return version
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seed: int) -> dict:
-        """Sample one response per prompt. Returns ids, text and the adapter version used."""
+    def generate(self, prompts: Sequence[str], seed: int, logprobs: bool = False) -> dict:
+        """Sample one response per prompt. Returns ids, text and the adapter version used; with
+        ``logprobs``, each response token's log-probability under the distribution it was drawn
+        from (``generate``'s processed scores: temperature, top-k, top-p, penalties applied), the
+        behaviour policy of an off-policy correction."""
         start = time.perf_counter()
         max_new_tokens = sample_max_new_tokens(self.generation.max_new_tokens, seed)
         enc = encode_prompts(self.tokenizer, prompts, self.model_settings, self.device)
         gen_cfg = hf_generation_config(self.generation, max_new_tokens, self.eos_token_id,
                                        self.tokenizer.pad_token_id)
         torch.manual_seed(seed)
-        output = self.model.generate(**enc, generation_config=gen_cfg)
-        new_tokens = generated_tokens(output, enc["input_ids"].shape[1], self.seq2seq)
-        prompt_ids, response_ids, ended = [], [], []
-        for row, mask, generated in zip(enc["input_ids"], enc["attention_mask"], new_tokens):
+        output = self.model.generate(**enc, generation_config=gen_cfg, output_scores=logprobs,
+                                     return_dict_in_generate=True)
+        new_tokens = generated_tokens(output.sequences, enc["input_ids"].shape[1], self.seq2seq)
+        token_logprobs = None
+        if logprobs:
+            steps = torch.stack(output.scores, dim=1).float().log_softmax(dim=-1)  # [batch, new, vocab]
+            token_logprobs = steps.gather(-1, new_tokens[:, :steps.shape[1], None].to(steps.device)).squeeze(-1)
+        prompt_ids, response_ids, ended, behaviour = [], [], [], []
+        for i, (row, mask, generated) in enumerate(zip(enc["input_ids"], enc["attention_mask"], new_tokens)):
             prompt_ids.append(row[mask.bool()].tolist())
             tokens, stopped = cut_at_eos(generated.tolist(), self.eos_token_id)
             response_ids.append(tokens)
             ended.append(stopped)
+            if token_logprobs is not None:
+                behaviour.append(token_logprobs[i, :len(tokens)].tolist())
         return {
             "prompts": list(prompts),
             "prompt_ids": prompt_ids,
@@ -87,6 +97,7 @@ class RolloutWorker(RoleActor):
             "responses": self.tokenizer.batch_decode(response_ids, skip_special_tokens=True),
             "ended": ended,
             "version": self.version,
+            "logprobs": behaviour if logprobs else None,
             "max_new_tokens": max_new_tokens,
             "seconds": time.perf_counter() - start,
             "peak_memory_mib": peak_memory_mib(),
