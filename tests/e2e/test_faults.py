@@ -1,4 +1,4 @@
-"""Processes that die mid-run: Ray restarts the rollout and reward actors, the learner re-syncs the
+"""Processes that die mid-run (one-step-off rollouts, so batches are in flight when they do): Ray restarts the rollout and reward actors, the learner re-syncs the
 restarted rollout actor's adapter and sends its batch again; a dead learner rank makes Ray Train
 restart the learner group from the latest checkpoint, and the prompt ledger shows every prompt
 trained once. Real processes, killed by pid with SIGKILL."""
@@ -60,9 +60,10 @@ def kill_a_learner_after(run_dir, iterations: int, killed: dict) -> None:
 @pytest.mark.slow
 def test_run_survives_killed_actors_and_learner_and_trains_each_prompt_once(ray_local, policy_path, classifier_path,
                                                                             tmp_path):
+    # One-step-off rollouts: the kills also hit batches in flight.
     config = base_config(policy_path, classifier_path, tmp_path, run={"name": "faults", "checkpoint_every": 2,
                                                                       "max_failures": 1},
-                         ppo={"num_iterations": ITERATIONS})
+                         ppo={"num_iterations": ITERATIONS, "max_staleness": 1})
     run_dir = tmp_path / "results" / "faults"
     killed: dict = {}
     killers = [threading.Thread(target=kill_roles_after, args=(run_dir, 1, killed), daemon=True),
@@ -81,6 +82,9 @@ def test_run_survives_killed_actors_and_learner_and_trains_each_prompt_once(ray_
     assert [m["iteration"] for m in metrics] == list(range(1, ITERATIONS + 1))
     assert all(math.isfinite(m["reward/mean"]) and m["reward/non_finite"] == 0 for m in metrics)
     assert metrics[-1]["policy/version"] == ITERATIONS
+    # the staleness bound holds, and was used (a restart or re-sync starts afresh at 0)
+    assert all(m["offpolicy/staleness_max"] <= 1 for m in metrics)
+    assert sum(m["offpolicy/staleness_max"] == 1 for m in metrics) >= 2
 
     # The prompt ledger: every iteration once, the iterations redone after the learner's restart
     # trained the very prompts the lost ones had, and no prompt twice.

@@ -129,3 +129,24 @@ def test_full_kl_in_the_loss_is_exact_and_grows_as_the_policy_moves(setup):
     assert targets.ref_full.shape[:2] == batch.response_ids.shape and targets.ref_full.dim() == 3
     second = learner.step(batch, scores, torch.tensor(out["ended"]))
     assert second["ppo/kl_to_ref"] > first["ppo/kl_to_ref"] > 0.0  # moved from the base, and further
+
+
+def test_stale_samples_are_weighted_by_the_truncated_ratio(setup):
+    """Samples whose behaviour log-probs equal the learner's (nothing changed since sampling) get
+    weight 1; a behaviour policy that made a token half as likely doubles its weight."""
+    cfg, model, learner, out, batch = setup
+    with torch.no_grad():
+        proximal, _, _ = learner.forward(model, batch)
+    scores = torch.tensor([1.0] * 4 + [-1.0] * 4)
+    targets = learner.targets(batch, scores, torch.isfinite(scores))
+    same = learner.off_policy(targets, proximal, torch.ones(8, dtype=torch.long))
+    assert torch.equal(same.is_weights, torch.ones_like(same.is_weights))
+    assert torch.equal(same.advantages, targets.advantages)
+    halved = learner.off_policy(targets, proximal - math.log(2.0), torch.ones(8, dtype=torch.long))
+    mask = targets.mask.bool()
+    assert torch.allclose(halved.is_weights[mask], torch.full_like(halved.is_weights[mask], 2.0))
+    metrics = learner.off_policy_metrics(halved)
+    assert metrics["offpolicy/staleness_max"] == 1.0 and metrics["offpolicy/is_weight_mean"] == pytest.approx(2.0)
+    quartered = learner.off_policy(targets, proximal - math.log(4.0), torch.ones(8, dtype=torch.long))
+    assert torch.equal(quartered.is_weights[mask], torch.full_like(quartered.is_weights[mask], 2.0))  # truncated
+    assert learner.off_policy_metrics(quartered)["offpolicy/is_truncated_fraction"] == 1.0

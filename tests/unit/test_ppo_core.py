@@ -208,3 +208,12 @@ def test_full_kl_by_hand():
     # a token the reference (almost) never emits costs its share of mass times the log-ratio
     rare = core.full_kl(torch.tensor([0.9, 0.1]).log(), torch.tensor([1 - 1e-4, 1e-4]).log())
     assert rare.item() == pytest.approx(0.9 * math.log(0.9 / (1 - 1e-4)) + 0.1 * math.log(0.1 / 1e-4))
+
+
+def test_truncated_is_weights_by_hand():
+    """pi_prox / pi_behav per token of a stale response, capped; exactly 1 for fresh responses."""
+    proximal = torch.tensor([[math.log(0.5), math.log(0.9)], [math.log(0.5), math.log(0.2)]])
+    behaviour = torch.tensor([[math.log(0.25), math.log(0.1)], [math.log(0.25), math.log(0.4)]])
+    weights = core.truncated_is_weights(proximal, behaviour, torch.tensor([True, False]), truncation=3.0)
+    assert weights[0].tolist() == pytest.approx([2.0, 3.0])  # 0.9 / 0.1 = 9, truncated to 3
+    assert weights[1].tolist() == [1.0, 1.0]  # not stale: no correction, whatever the ratio
