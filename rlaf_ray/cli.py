@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from rlaf_ray import __version__
 from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
-from rlaf_ray.storage import RunStorage, is_uri, local_copy, replace_dir
+from rlaf_ray.storage import RunStorage, claim_out, is_uri, local_copy, publish
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 RESUME_HELP = ("continue the run in <run.output_dir>/<run.name> with changed settings that do not change "
@@ -279,29 +278,6 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 OVERWRITE_HELP = "replace what --out holds (kept until the new output is complete)"
-
-
-def claim_out(out: str, overwrite: bool) -> Path:
-    """Where a command writes before its output is complete: beside ``--out``, renamed onto it by
-    ``publish`` at the end, so an interrupted command leaves neither half an output nor a lost old
-    one. An ``--out`` that already holds something is refused unless ``--overwrite``."""
-    target = Path(out).expanduser()
-    if target.exists() and not overwrite and (target.is_file() or any(target.iterdir())):
-        raise ConfigError([f"--out {out!r}: already exists; choose another path, or add --overwrite to replace it"])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    if staging.is_dir():
-        shutil.rmtree(staging)
-    return staging
-
-
-def publish(staging: Path, out: str) -> Path:
-    target = Path(out).expanduser()
-    if staging.is_dir():
-        replace_dir(staging, target)
-    else:
-        os.replace(staging, target)
-    return target
 
 
 def where(cfg, run_dir: Path, relative: str) -> str:

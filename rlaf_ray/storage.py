@@ -10,6 +10,9 @@ Train writes and reads them at the URI itself.
 
 Object stores have no rename, so a directory is pushed with its marker file last
 (``adapter_config.json`` for an adapter): a reader that sees the marker sees the whole directory.
+Locally, whole files and directories are written beside their place and renamed onto it
+(``write_text_atomic``, ``replace_dir``); a command's ``--out`` is claimed and published that way
+(``claim_out``, ``publish``).
 """
 
 from __future__ import annotations
@@ -166,3 +169,28 @@ def write_text_atomic(path: Path, text: str) -> None:
     staging = path.with_name(f"{path.name}.partial-{os.getpid()}")
     staging.write_text(text)
     os.replace(staging, path)
+
+
+def claim_out(out: str, overwrite: bool) -> Path:
+    """Where a command writes before its output is complete: beside ``--out``, renamed onto it by
+    ``publish`` at the end, so an interrupted command leaves neither half an output nor a lost old
+    one. An ``--out`` that already holds something is refused unless ``--overwrite``."""
+    target = Path(out).expanduser()
+    if target.exists() and not overwrite and (target.is_file() or any(target.iterdir())):
+        from rlaf_ray.config.errors import ConfigError
+
+        raise ConfigError([f"--out {out!r}: already exists; choose another path, or add --overwrite to replace it"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    if staging.is_dir():
+        shutil.rmtree(staging)
+    return staging
+
+
+def publish(staging: Path, out: str) -> Path:
+    target = Path(out).expanduser()
+    if staging.is_dir():
+        replace_dir(staging, target)
+    else:
+        os.replace(staging, target)
+    return target
