@@ -22,17 +22,23 @@ from tests.conftest import base_config
 ITERATIONS = 6
 
 
+def lines_reached(path, lines: int, timeout: float = 300, alive=lambda: True) -> bool:
+    """Wait until the file has ``lines`` lines (False after ``timeout`` or once ``alive()`` fails)."""
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and len(path.read_text().splitlines()) >= lines):
+        if time.monotonic() > deadline or not alive():
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def kill_roles_after(run_dir, iterations: int, killed: dict) -> None:
     """Once ``iterations`` are in metrics.jsonl, SIGKILL the rollout and the reward actor (early:
     the iterations left must outlast the kill, or the test would race the run's end)."""
     import ray
 
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= iterations):
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
+    if not lines_reached(run_dir / "metrics.jsonl", iterations):
+        return
     for role in ("rollout", "reward"):
         actor = ray.get_actor(f"rlaf:{run_dir.name}:{role}-0")
         pid = ray.get(actor.ready.remote())["pid"]
@@ -46,11 +52,8 @@ def kill_a_learner_after(run_dir, iterations: int, killed: dict) -> None:
     import psutil
 
     ledger = run_dir / "prompts.jsonl"
-    deadline = time.monotonic() + 300
-    while not (ledger.is_file() and len(ledger.read_text().splitlines()) >= iterations):
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
+    if not lines_reached(ledger, iterations):
+        return
     killed["ledger_before"] = ledger.read_text()
     workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
     os.kill(workers[-1].pid, signal.SIGKILL)
@@ -119,10 +122,7 @@ def test_a_killed_driver_resumes_with_the_same_command(no_ray, policy_path, clas
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (ledger.is_file() and len(ledger.read_text().splitlines()) >= 3):
-            assert first.poll() is None and time.monotonic() < deadline, "the first run ended early"
-            time.sleep(0.2)
+        assert lines_reached(ledger, 3, alive=lambda: first.poll() is None), "the first run ended early"
         before = [json.loads(line) for line in ledger.read_text().splitlines()]
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
