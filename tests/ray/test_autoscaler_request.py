@@ -1,8 +1,12 @@
-"""Ray's fake autoscaling cluster (a real autoscaler adding real raylets as nodes): before any
+"""Ray's fake multi-node provider (a real autoscaler adding real raylets as nodes): before any
 actor exists, a run asks the autoscaler for its roles' bundles, waits for the node, and releases
 the request; a cluster that cannot provide them is one line after run.resource_wait_s."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
 
 import pytest
 import ray
@@ -12,23 +16,42 @@ from rlaf_ray.placement import ensure_placement, release_request, role_bundles
 from tests.conftest import UNBUILT_CLASSIFIER, UNBUILT_POLICY, base_config
 
 
-@pytest.fixture
-def autoscaling_cluster(no_ray):
-    from ray.cluster_utils import AutoscalingCluster
+def fake_cluster_config(worker_types: dict) -> dict:
+    """A launcher config for Ray's fake multi-node provider (``fake_multinode``: the autoscaler
+    starts real raylets on this machine as its nodes). Written here: the wheel does not ship the
+    example file ``ray.cluster_utils.AutoscalingCluster`` reads."""
+    return {
+        "cluster_name": "rlaf-fake", "max_workers": sum(t["max_workers"] for t in worker_types.values()),
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        # A head that hosts nothing (as in cluster.yaml).
+        "available_node_types": {"ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                                 **worker_types},
+        "head_node_type": "ray.head.default", "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": 10,
+        "docker": {}, "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [],
+    }
 
-    # A head that hosts nothing (as in cluster.yaml) and one node type the autoscaler may add.
-    cluster = AutoscalingCluster(
-        head_resources={"CPU": 0},
-        worker_node_types={"train": {"resources": {"CPU": 2, "train_node": 1}, "node_config": {},
-                                     "min_workers": 0, "max_workers": 1}},
-        idle_timeout_minutes=10)
-    cluster.start()
+
+@pytest.fixture
+def autoscaling_cluster(no_ray, tmp_path):
+    config = tmp_path / "autoscaling.json"
+    config.write_text(json.dumps(fake_cluster_config({"train": {
+        "resources": {"CPU": 2, "train_node": 1}, "node_config": {}, "min_workers": 0, "max_workers": 1}})))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_FAKE_CLUSTER="1")
+    subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+    subprocess.run(["ray", "start", "--head", f"--autoscaling-config={config}", "--num-cpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=180)
     ray.init("auto")
     try:
         yield
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def alive() -> list[dict]:
