@@ -7,6 +7,7 @@ import re
 import secrets
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -89,5 +90,21 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
         assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
         # The working directory upload left results and caches behind.
         assert "results/" in runtime_env["excludes"]
+
+        # A job whose output_dir is a URI (file:// resolves through pyarrow as s3:// does): the run
+        # lands there, and after the job `rlaf-ray report` works on that location.
+        uri_results = tmp_path / "uri-results"
+        uri_id = submit("run.name=at-uri", f"run.output_dir=file://{uri_results}")
+        assert re.search(rf"Job '{uri_id}' succeeded", wait(uri_id)), jobs("logs", uri_id).stdout[-3000:]
+        at_uri = uri_results / "at-uri"
+        for name in ("config.yaml", "metrics.jsonl", "prompts.jsonl", "final/adapter/adapter_config.json",
+                     "checkpoint_000002/learner.pt"):
+            assert (at_uri / name).is_file(), name
+        report = subprocess.run(
+            [sys.executable, "-m", "rlaf_ray", "report", "--run", f"file://{at_uri}", "evaluation.max_prompts=4",
+             "evaluation.samples_per_prompt=1", "evaluation.max_new_tokens=6"],
+            cwd=REPO, env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True, text=True, timeout=600)
+        assert report.returncode == 0, report.stderr[-3000:]
+        assert (at_uri / "report" / "summary.json").is_file()
     finally:
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -1,6 +1,6 @@
 """Ray's fake multi-node provider (a real autoscaler adding real raylets as nodes): before any
-actor exists, a run asks the autoscaler for its roles' bundles, waits for the node, and releases
-the request; a cluster that cannot provide them is one line after run.resource_wait_s."""
+actor exists, a run asks the autoscaler for its roles' bundles, waits for the node, completes and
+releases the request; a cluster that cannot provide them is one line after run.resource_wait_s."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from rlaf_ray.config import ConfigError, from_dict
-from rlaf_ray.placement import ensure_placement, release_request, role_bundles
+from rlaf_ray.placement import ensure_placement, role_bundles
 from tests.conftest import UNBUILT_CLASSIFIER, UNBUILT_POLICY, base_config
 
 
@@ -59,17 +59,19 @@ def alive() -> list[dict]:
 
 
 @pytest.mark.slow
-def test_the_run_asks_the_autoscaler_for_its_roles_and_waits(autoscaling_cluster, tmp_path):
+def test_a_run_asks_the_autoscaler_for_its_roles_and_completes(autoscaling_cluster, policy_path, classifier_path,
+                                                               tmp_path):
+    from rlaf_ray.train import train
+
     pinned = {"num_workers": 2, "num_cpus": 0.5, "resources": {"train_node": 0.01}}
-    cfg = from_dict(base_config(UNBUILT_POLICY, UNBUILT_CLASSIFIER, tmp_path, resources={"learner": pinned},
+    cfg = from_dict(base_config(policy_path, classifier_path, tmp_path, resources={"learner": pinned},
+                                ppo={"num_iterations": 1, "batch_size": 4, "num_minibatches": 1, "ppo_epochs": 1},
                                 run={"resource_wait_s": 120}))
     assert role_bundles(cfg) == [{"CPU": 0.5, "train_node": 0.01}] * 2 + [{"CPU": 0.25}] * 2
     assert len(alive()) == 1  # the head only: nothing is pending, so nothing would scale on its own
-    try:
-        assert ensure_placement(cfg) is True
-    finally:
-        release_request()
+    run_dir = train(cfg)  # asks for the bundles, waits for the node, runs, withdraws the request
     assert any(node.get("train_node") for node in alive())
+    assert (run_dir / "final" / "adapter" / "adapter_config.json").is_file()
 
     # What no node type offers: one line after the wait, naming the role and the wait.
     tpu = from_dict(base_config(UNBUILT_POLICY, UNBUILT_CLASSIFIER, tmp_path,

@@ -79,6 +79,10 @@ def test_kuberay_rayjob_runs_a_valid_train_command():
 
     head = cluster["headGroupSpec"]
     head_container = head["template"]["spec"]["containers"][0]
+    # the same image as cluster.yaml's nodes, on every pod
+    image = yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["image"]
+    pods = [head] + cluster["workerGroupSpecs"]
+    assert {pod["template"]["spec"]["containers"][0]["image"] for pod in pods} == {image}
     assert "nvidia.com/gpu" not in head_container["resources"]["limits"] and head["rayStartParams"]["num-gpus"] == "0"
     offered = set()
     for group in cluster["workerGroupSpecs"]:
