@@ -90,7 +90,8 @@ class RunStorage:
 
     def pull(self, *relatives: str) -> None:
         """Download files or directories of the run into the mirror (none given: the whole run,
-        after clearing what the mirror held). Checkpoint directories are made, empty, not copied."""
+        after clearing what the mirror held). Of a checkpoint only its directories are made: a run is
+        seen to be there, and which checkpoint holds an adapter; its files are not copied."""
         if not self.remote:
             return
         from pyarrow import fs
@@ -111,8 +112,8 @@ class RunStorage:
                 parts = rel.split("/")
                 # a directory checkpoint_*, not a file such as Ray's checkpoint_manager_snapshot.json
                 at = next((i for i, part in enumerate(parts[:-1]) if part.startswith(CHECKPOINT_PREFIX)), None)
-                if at is not None:  # a run's or a Tune trial's checkpoint: seen, not copied
-                    (self.local / "/".join(parts[:at + 1])).mkdir(parents=True, exist_ok=True)
+                if at is not None:  # a run's or a Tune trial's checkpoint: its directories, not its files
+                    (self.local / rel).parent.mkdir(parents=True, exist_ok=True)
                     continue
                 if item.type != fs.FileType.File:
                     continue

@@ -51,7 +51,8 @@ def _adapter(store: RunStorage, trial_id: str) -> str:
     trial_dir = store.local / trial_id
     if (trial_dir / "final" / "adapter").is_dir():
         return store.where(f"{trial_id}/final/adapter")
-    checkpoints = sorted(p.name for p in trial_dir.glob("checkpoint_*") if p.is_dir())
+    # A checkpoint directory may be empty (made, then cleaned up): only one with an adapter counts.
+    checkpoints = sorted(p.parent.name for p in trial_dir.glob("checkpoint_*/adapter") if p.is_dir())
     return store.where(f"{trial_id}/{checkpoints[-1]}/adapter") if checkpoints else ""
 
 

@@ -33,6 +33,8 @@ def test_push_and_pull_round_trip_through_a_uri(tmp_path):
     # Another process (another node) reads the run: the whole run but its checkpoints.
     (remote / "results" / "run" / "checkpoint_000004").mkdir()
     (remote / "results" / "run" / "checkpoint_000004" / "learner.pt").write_text("big")
+    (remote / "results" / "run" / "checkpoint_000004" / "adapter").mkdir()
+    (remote / "results" / "run" / "checkpoint_000004" / "adapter" / "adapter_model.safetensors").write_text("w")
     (remote / "results" / "run" / "checkpoint_manager_snapshot.json").write_text("{}")  # a file: copied
     reader = RunStorage(f"file://{remote}/results/run", cache_dir=str(tmp_path / "other-cache"))
     (reader.local).mkdir(parents=True)
@@ -42,6 +44,8 @@ def test_push_and_pull_round_trip_through_a_uri(tmp_path):
     assert (reader.local / "config.yaml").is_file() and not (reader.local / "stale.txt").exists()
     assert (reader.local / "checkpoint_000004").is_dir()  # seen, so a run is known to be there ...
     assert not (reader.local / "checkpoint_000004" / "learner.pt").exists()  # ... but not copied
+    assert (reader.local / "checkpoint_000004" / "adapter").is_dir()  # its directories are: which holds an adapter
+    assert not (reader.local / "checkpoint_000004" / "adapter" / "adapter_model.safetensors").exists()
     assert (reader.local / "checkpoint_manager_snapshot.json").read_text() == "{}"
     assert local_copy(f"file://{remote}/results/run", str(tmp_path / "third")).joinpath("config.yaml").is_file()
 
