@@ -15,7 +15,7 @@ from pathlib import Path
 from rlaf_ray import __version__
 from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
-from rlaf_ray.storage import RunStorage, claim_out, is_uri, local_copy, publish
+from rlaf_ray.storage import claim_out, local_copy, open_run, publish
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 RESUME_HELP = ("continue the run in <run.output_dir>/<run.name> with changed settings that do not change "
@@ -216,7 +216,8 @@ def run_toxicity(args: argparse.Namespace) -> None:
 
 
 def run_report(args: argparse.Namespace) -> None:
-    run_dir = local_copy(args.run)
+    storage = open_run(args.run)
+    run_dir = storage.local
     if not (run_dir / "final" / "adapter" / "adapter_config.json").is_file():
         raise ConfigError([f"--run {args.run!r}: no final/adapter in it; expected a finished train run"])
     cfg = load_config(run_dir / "config.yaml", args.overrides)
@@ -226,10 +227,8 @@ def run_report(args: argparse.Namespace) -> None:
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
     init_ray()
     print_metrics(write_report(cfg, run_dir))
-    storage = RunStorage(args.run) if is_uri(args.run) else None
-    if storage is not None:
-        storage.push("report")
-    print(f"[rlaf] report: {storage.where('report') if storage else run_dir / 'report'}")
+    storage.push("report")
+    print(f"[rlaf] report: {storage.where('report')}")
 
 
 def run_compare(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -76,12 +77,25 @@ def role_bundles(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> list[dict[s
     return bundles
 
 
+@contextmanager
+def placed(*configs: RLAFConfig, roles: tuple[str, ...] = ROLES):
+    """``ensure_placement`` for each config (a run's, or each probe of a search), and the
+    autoscaler request it made withdrawn on leaving, so that the cluster can scale down again."""
+    requested = False
+    try:
+        for cfg in configs:
+            requested = ensure_placement(cfg, roles) or requested
+        yield
+    finally:
+        if requested:
+            release_request()
+
+
 def ensure_placement(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> bool:
     """Fail fast when the roles cannot be placed. With ``run.resource_wait_s`` > 0, first ask the
     autoscaler for the roles' bundles (it adds nodes only for demand it is told about: actors
     not yet created are none) and wait for them, reporting what is still missing. Returns whether
-    a request was made: ``release_request`` withdraws it when the run ends, so that the cluster
-    can scale down again."""
+    a request was made (``placed`` withdraws it)."""
     problems = placement_problems(cfg, alive_node_resources(), roles)
     if not problems:
         return False
@@ -89,7 +103,8 @@ def ensure_placement(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> bool:
         raise ConfigError(problems)
     from ray.autoscaler.sdk import request_resources
 
-    request_resources(bundles=role_bundles(cfg, roles))
+    bundles = role_bundles(cfg, roles)
+    request_resources(bundles=bundles)
     start = time.monotonic()
     deadline, next_note = start + cfg.run.resource_wait_s, start
     while problems:
@@ -99,7 +114,7 @@ def ensure_placement(cfg: RLAFConfig, roles: tuple[str, ...] = ROLES) -> bool:
             raise ConfigError([f"{problems[0]} (waited run.resource_wait_s={cfg.run.resource_wait_s:g} s "
                                f"for the autoscaler)", *problems[1:]])
         if now >= next_note:
-            print(f"[rlaf] asked the autoscaler for {len(role_bundles(cfg, roles))} worker bundles; "
+            print(f"[rlaf] asked the autoscaler for {len(bundles)} worker bundles; "
                   f"{int(now - start)} s of {cfg.run.resource_wait_s:g} s: {problems[0]}", flush=True)
             next_note = now + 30
         time.sleep(1)

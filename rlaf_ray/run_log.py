@@ -4,11 +4,10 @@ TensorBoard events and a console line."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from rlaf_ray.storage import RunStorage
+from rlaf_ray.storage import RunStorage, write_text_atomic
 
 CONSOLE_KEYS = (
     ("reward/mean", "reward {:+.3f}"),
@@ -77,9 +76,7 @@ def truncate_after(path: Path, iteration: int) -> None:
     if not path.exists():
         return
     kept = [json.dumps(record) for record in parse_lines(path.read_text()) if record.get("iteration", 0) <= iteration]
-    staging = path.with_name(path.name + ".partial")
-    staging.write_text("".join(line + "\n" for line in kept))
-    os.replace(staging, path)  # a crash here leaves the old file or the new, never half of it
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def parse_lines(text: str) -> list[dict]:

@@ -11,7 +11,6 @@ adapter in ``<run>/final/adapter``, like ``train``, so the two compare on equal 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -33,15 +32,10 @@ from rlaf_ray.models.policy import (
     load_tokenizer,
     lora_config,
 )
-from rlaf_ray.placement import (
-    ensure_placement,
-    ensure_shared_output,
-    release_request,
-    scaling_config,
-)
+from rlaf_ray.placement import ensure_shared_output, placed, scaling_config
 from rlaf_ray.preflight import prepare
 from rlaf_ray.run_guard import check_run_dir, save_run_config
-from rlaf_ray.storage import replace_dir, write_text_atomic
+from rlaf_ray.storage import write_text_atomic
 
 
 def count_references(split: PromptSplit) -> tuple[int, int]:
@@ -122,16 +116,16 @@ def sft_loop(loop_config: dict) -> None:
         trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()["eval_loss"]
         if rank == 0:
-            run_dir = cfg.run_dir
-            # Beside final/ and renamed into place: a final/ that exists is whole (as in train).
-            staging = run_dir / f"final.partial-{os.getpid()}"
-            trainer.model.save_pretrained(staging / "adapter")
-            trainer.processing_class.save_pretrained(staging / "adapter")
-            replace_dir(staging, run_dir / "final")
+            def fill(directory: Path) -> None:
+                trainer.model.save_pretrained(directory / "adapter")
+                trainer.processing_class.save_pretrained(directory / "adapter")
+
+            storage = cfg.run_storage
+            storage.write_whole("final", fill, last="adapter_config.json")  # as in train: never half-written
             summary = {"eval_loss_initial": initial, "eval_loss_final": final,
                        "log_history": trainer.state.log_history}
-            write_text_atomic(run_dir / "sft_metrics.json", json.dumps(summary, indent=1))
-            cfg.run_storage.push("sft_metrics.json", "final", last="adapter_config.json")
+            write_text_atomic(storage.local / "sft_metrics.json", json.dumps(summary, indent=1))
+            storage.push("sft_metrics.json")
             print(f"[rlaf] sft: held-out loss {initial if initial is not None else 'n/a'} -> {final:.4f}",
                   file=sys.__stdout__, flush=True)
 
@@ -145,35 +139,27 @@ def sft(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Pa
                            "model; the SFT baseline uses TRL's SFTTrainer, which trains causal LMs only"])
     changes = check_run_dir(cfg, resume, command="sft")
     init_ray(address)
-    requested = ensure_placement(cfg, roles=("learner",))
-    try:
-        return run_sft_learners(cfg, changes)
-    finally:
-        if requested:
-            release_request()
+    with placed(cfg, roles=("learner",)):
+        ensure_shared_output(cfg.run.output_dir)
+        splits = {"train": load_split(cfg.data, cfg.model, "train"),
+                  "eval": load_split(cfg.data, cfg.model, cfg.sft.eval_split)}
+        for split in splits.values():
+            check_references(cfg, split)
 
-
-def run_sft_learners(cfg: RLAFConfig, changes: list) -> Path:
-    ensure_shared_output(cfg.run.output_dir)
-    splits = {"train": load_split(cfg.data, cfg.model, "train"),
-              "eval": load_split(cfg.data, cfg.model, cfg.sft.eval_split)}
-    for split in splits.values():
-        check_references(cfg, split)
-
-    run_dir = cfg.run_dir
-    print(save_run_config(cfg, changes, command="sft"), flush=True)
-    TorchTrainer(
-        sft_loop,
-        train_loop_config={"config": cfg},
-        scaling_config=scaling_config(cfg.resources.learner),
-        run_config=ray.train.RunConfig(
-            name=cfg.run.name, storage_path=cfg.run.output_dir,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
-            worker_runtime_env=deterministic_runtime_env(cfg.run.deterministic)),
-        datasets={"train": splits["train"].dataset, "eval": splits["eval"].dataset},
-        # Each learner takes its share of train; every learner scores the whole held-out split.
-        dataset_config=DataConfig(datasets_to_split=["train"]),
-    ).fit()
-    return run_dir
+        run_dir = cfg.run_dir
+        print(save_run_config(cfg, changes, command="sft"), flush=True)
+        TorchTrainer(
+            sft_loop,
+            train_loop_config={"config": cfg},
+            scaling_config=scaling_config(cfg.resources.learner),
+            run_config=ray.train.RunConfig(
+                name=cfg.run.name, storage_path=cfg.run.output_dir,
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+                failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
+                worker_runtime_env=deterministic_runtime_env(cfg.run.deterministic)),
+            datasets={"train": splits["train"].dataset, "eval": splits["eval"].dataset},
+            # Each learner takes its share of train; every learner scores the whole held-out split.
+            dataset_config=DataConfig(datasets_to_split=["train"]),
+        ).fit()
+        return run_dir
 

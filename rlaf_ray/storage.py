@@ -122,6 +122,17 @@ class RunStorage:
                 with filesystem.open_input_stream(item.path) as src, target.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
 
+    def write_whole(self, relative: str, fill, last: str | None = None) -> None:
+        """A directory of the run that must never be seen half-written: ``fill(path)`` writes it
+        beside its place, it is renamed into place (``replace_dir``), then pushed with the file
+        named ``last`` last."""
+        target = self.local / relative
+        staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        fill(staging)
+        replace_dir(staging, target)
+        self.push(relative, last=last)
+
     def probe(self) -> None:
         """Write and delete a marker: a URI the credentials cannot write fails here, in one line,
         before any actor starts (and not at the first checkpoint, hours later)."""
@@ -154,14 +165,17 @@ def replace_dir(finished: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def local_copy(location: str, cache_dir: str = DEFAULT_CACHE) -> Path:
-    """A run or adapter directory to read here: a local path as it is (made absolute), a URI
-    pulled into its mirror first (without checkpoints)."""
-    if not is_uri(location):
-        return Path(location).expanduser().resolve()
-    storage = RunStorage(location, cache_dir)
+def open_run(location: str, cache_dir: str = DEFAULT_CACHE) -> RunStorage:
+    """A run or adapter directory given by a person: a local path made absolute, or a URI pulled
+    into its mirror (without checkpoints)."""
+    storage = RunStorage(location if is_uri(location) else str(Path(location).expanduser().resolve()), cache_dir)
     storage.pull()
-    return storage.local
+    return storage
+
+
+def local_copy(location: str, cache_dir: str = DEFAULT_CACHE) -> Path:
+    """Where to read a run or adapter directory here (``open_run``)."""
+    return open_run(location, cache_dir).local
 
 
 def write_text_atomic(path: Path, text: str) -> None:

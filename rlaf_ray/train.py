@@ -22,12 +22,7 @@ from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, get_source, load_split
 from rlaf_ray.determinism import deterministic_runtime_env
-from rlaf_ray.placement import (
-    ensure_placement,
-    ensure_shared_output,
-    release_request,
-    scaling_config,
-)
+from rlaf_ray.placement import ensure_shared_output, placed, scaling_config
 from rlaf_ray.preflight import prepare
 from rlaf_ray.roles.learner import learner_loop
 from rlaf_ray.roles.reward import RewardWorker
@@ -66,7 +61,7 @@ def start_roles(cfg: RLAFConfig, placement_group=None) -> Roles:
     """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard. Both are
     restarted when their process dies (``run.role_restarts``): the stateless reward actor has its
     lost calls resent by Ray; the learner re-syncs a restarted rollout actor and resends its call
-    itself (``roles.learner.generate_and_score``)."""
+    itself (``roles.calls.collect_batch``)."""
     prefix, env = f"rlaf:{cfg.run.name}", deterministic_runtime_env(cfg.run.deterministic)
     restarts = cfg.run.role_restarts
     rollout = [ray.remote(RolloutWorker)
@@ -168,12 +163,8 @@ def train(cfg: RLAFConfig, address: str | None = None, callbacks: list | None = 
                   evaluation=evaluate_after)
     changes = check_run_dir(cfg, resume)
     init_ray(address)
-    requested = ensure_placement(cfg)
-    try:
+    with placed(cfg):
         run_dir = run_learners(cfg, changes, callbacks, placement_group, prompts)
-    finally:
-        if requested:
-            release_request()
     if evaluate_after:
         from rlaf_ray.evaluation.report import (
             write_report,  # matplotlib etc. only when needed

@@ -308,15 +308,18 @@ class PPOLearner:
 
     def off_policy_metrics(self, t: Targets) -> dict[str, float]:
         """Staleness and importance weights over all ranks (the weights over stale tokens only;
-        1 when none is stale)."""
-        staleness = t.staleness if t.staleness is not None else torch.zeros(t.mask.shape[0], device=self.device)
+        1 when none is stale). The synchronous loop (no behaviour log-probs, on every rank alike)
+        has nothing to reduce."""
+        if t.staleness is None:
+            return {"offpolicy/staleness_mean": 0.0, "offpolicy/staleness_max": 0.0,
+                    "offpolicy/is_weight_mean": 1.0, "offpolicy/is_truncated_fraction": 0.0}
+        staleness, weights = t.staleness, t.is_weights
         stale_tokens = t.mask * (staleness > 0).float()[:, None]
-        weights = t.is_weights if t.is_weights is not None else torch.ones_like(t.mask)
         truncated = (weights >= self.cfg.is_truncation).float() * stale_tokens
         s = global_sums({"responses": float(staleness.numel()), "staleness": staleness.float().sum().item(),
                          "stale_tokens": stale_tokens.sum().item(), "weight": (weights * stale_tokens).sum().item(),
                          "truncated": truncated.sum().item()}, self.device)
-        most = staleness.max().float() if staleness.numel() else torch.zeros((), device=self.device)
+        most = staleness.max().float()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
         stale = s["stale_tokens"]

@@ -2,8 +2,9 @@
 
 The actors are one pool for all ranks: ``routes`` splits each rank's batch into chunks, one per
 rollout actor it uses, so that every actor gets the same share of all ranks' work, whatever the
-numbers of learners and actors (``rollout_routes``). ``generate_and_score`` sends each chunk to
-its rollout actor and the rollout's ObjectRef on to its reward actor, all chunks at once. Both roles are restarted by Ray when their process dies
+numbers of learners and actors (``rollout_routes``). ``send_batch`` sends each chunk to its
+rollout actor and the rollout's ObjectRef on to its reward actor, all chunks at once;
+``collect_batch`` awaits them. Both roles are restarted by Ray when their process dies
 (``run.role_restarts``, see ``train.start_roles``): Ray resends a stateless reward actor's calls
 itself; a restarted rollout actor comes back with a fresh adapter, so the rank waits for it,
 gives it the current adapter and sends the batch again. Every answer is awaited at most
@@ -46,12 +47,6 @@ class RankRoles:
 CHUNK_SEED = 104_729
 
 
-def generate_and_score(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int, version: int,
-                       resync) -> tuple[dict, dict]:
-    """Send and collect at once: the synchronous loop's call (see ``send_batch``)."""
-    return collect_batch(cfg, roles, send_batch(cfg, roles, batch, seed), version, resync)
-
-
 @dataclass
 class InFlight:
     """A batch sent to the pool and not yet collected: its chunks and their refs."""
@@ -76,8 +71,7 @@ def send_batch(cfg: RLAFConfig, roles: RankRoles, batch: dict, seed: int) -> InF
     size = math.ceil(len(rows) / len(roles.routes))
     chunks = [([str(p) for p in rows[start:start + size] for _ in range(k)], route, seed + c * CHUNK_SEED)
               for c, (start, route) in enumerate(zip(range(0, len(rows), size), roles.routes))]
-    logprobs = cfg.ppo.max_staleness > 0
-    return InFlight(chunks, [_send(roles, route, prompts, chunk_seed, logprobs) for prompts, route, chunk_seed in chunks])
+    return InFlight(chunks, [_send(cfg, roles, route, prompts, chunk_seed) for prompts, route, chunk_seed in chunks])
 
 
 def collect_batch(cfg: RLAFConfig, roles: RankRoles, flight: InFlight, version: int, resync) -> tuple[dict, dict]:
@@ -88,8 +82,9 @@ def collect_batch(cfg: RLAFConfig, roles: RankRoles, flight: InFlight, version: 
     return merge_rollouts([a[0] for a in answers]), merge_scores([a[1] for a in answers])
 
 
-def _send(roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int, logprobs: bool) -> tuple:
-    rollout_ref = roles.rollout[route[0]].generate.remote(prompts, seed, logprobs)
+def _send(cfg: RLAFConfig, roles: RankRoles, route: tuple[int, int], prompts: list[str], seed: int) -> tuple:
+    # Behaviour log-probs only where a stale sample needs correcting (they cost the full scores).
+    rollout_ref = roles.rollout[route[0]].generate.remote(prompts, seed, cfg.ppo.max_staleness > 0)
     return rollout_ref, roles.reward[route[1]].score.remote(rollout_ref)
 
 
@@ -99,9 +94,8 @@ def _chunk(cfg: RLAFConfig, roles: RankRoles, route: tuple[int, int], prompts: l
     rollout must have used adapter ``version`` or, regenerated after a re-sync, a newer one."""
     timeout, name = cfg.run.role_timeout_s, f"rollout actor {route[0]}"
     actor = roles.rollout[route[0]]
-    logprobs = cfg.ppo.max_staleness > 0
     for attempt in itertools.count():
-        rollout_ref, scored_ref = sent if attempt == 0 else _send(roles, route, prompts, seed, logprobs)
+        rollout_ref, scored_ref = sent if attempt == 0 else _send(cfg, roles, route, prompts, seed)
         try:
             out = _answer(rollout_ref, timeout, name, "generate")
         except ray.exceptions.RayActorError as err:

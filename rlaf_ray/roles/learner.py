@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 import tempfile
 from collections import deque
@@ -29,6 +27,7 @@ import torch
 from ray.train import Checkpoint
 from ray.train.torch import prepare_model
 from safetensors.torch import load_file, save_file
+from trl.trainer.utils import pad
 
 from rlaf_ray import world
 from rlaf_ray.config import RLAFConfig
@@ -54,7 +53,7 @@ from rlaf_ray.roles.calls import (
     send_batch,
 )
 from rlaf_ray.run_log import RunLog
-from rlaf_ray.storage import replace_dir, write_text_atomic
+from rlaf_ray.storage import write_text_atomic
 from rlaf_ray.timing import timed
 
 
@@ -167,7 +166,7 @@ def prompt_batches(shard, batch_size: int, state: LoopState, seed: int):
 def sync_adapter(policy, rollout_workers: list, version: int) -> None:
     """One ``ray.put`` of the LoRA tensors; every rollout actor loads the same object. An actor
     that dies meanwhile is left out: Ray restarts it, and its rank re-syncs it before its next
-    generate (``generate_and_score``)."""
+    generate (``roles.calls.collect_batch``)."""
     ref = ray.put(adapter_state_dict(policy))
     loaded = []  # the versions of the actors that answered
     for call in [w.load_adapter.remote(ref, version) for w in rollout_workers]:
@@ -221,9 +220,9 @@ class Learner:
                         self.inner.decoder_start_token_id)
         behaviour = staleness = None
         if iteration is not None and out.get("logprobs") is not None:
-            behaviour = torch.zeros_like(batch.response_mask)
-            for row, logprobs in enumerate(out["logprobs"]):
-                behaviour[row, :len(logprobs)] = torch.tensor(logprobs)
+            # Right-padded like the responses they belong to (TRL's pad, as in ppo.batch.collate).
+            behaviour = pad([torch.tensor(lp, dtype=torch.float32) for lp in out["logprobs"]], padding_value=0.0,
+                            padding_side="right").to(self.ppo.device)
             staleness = torch.tensor([iteration - v for v in out["versions"]], device=self.ppo.device)
         return self.ppo.step(batch, torch.tensor(scored["scores"]), torch.tensor(out["ended"]), critic_only,
                              behaviour=behaviour, staleness=staleness)
@@ -329,15 +328,10 @@ def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, r
 
 
 def save_final(cfg: RLAFConfig, learner: Learner) -> None:
-    """``final/``: the adapter (a standard PEFT directory) and the value head. Written beside it and
-    renamed into place, so that a ``final/`` that exists is whole; at a URI, pushed with
-    ``adapter_config.json`` last (``rlaf_ray.storage``)."""
-    final = cfg.run_dir / "final"
-    staging = final.with_name(f"final.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_adapter(learner.inner, staging, learner.tokenizer)
-    replace_dir(staging, final)
-    cfg.run_storage.push("final", last="adapter_config.json")
+    """``final/``: the adapter (a standard PEFT directory) and the value head, written whole: a
+    ``final/`` that exists is complete (``RunStorage.write_whole``)."""
+    cfg.run_storage.write_whole("final", lambda d: save_adapter(learner.inner, d, learner.tokenizer),
+                                last="adapter_config.json")
 
 
 def save_adapter(model: PolicyWithValueHead, directory: Path, tokenizer=None) -> None:

@@ -33,16 +33,11 @@ PROBE_PROMPTS, PROBE_RESPONSES = ["Hello.", "How are you?"], [" Fine, thanks.", 
 
 
 def check_callable(spec: str) -> None:
-    """The callable loads and returns one number per response for a two-response probe: its
-    mistakes are one line here, not a traceback from inside a Ray worker after the first batch."""
+    """The callable (its form and import already checked with the config) returns one number per
+    response for a two-response probe: its mistakes are one line here, not a traceback from inside
+    a Ray worker after the first batch."""
     try:
-        fn = load_callable(spec)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError([f"reward.callable: cannot load {spec!r} ({type(err).__name__}: {err}); "
-                           "expected 'module:function' importable here and in the workers"]) from None
-    try:
-        scores = list(fn(list(PROBE_PROMPTS), list(PROBE_RESPONSES)))
-        scores = [float(s) for s in scores]
+        scores = [float(s) for s in load_callable(spec)(list(PROBE_PROMPTS), list(PROBE_RESPONSES))]
     except Exception as err:  # the user's code: any failure is reported the same way
         raise ConfigError([f"reward.callable: {spec!r} failed on a probe of 2 responses "
                            f"({type(err).__name__}: {err}); expected one number per response"]) from None
@@ -111,8 +106,6 @@ class ClassifierReward:
 
 def load_callable(spec: str) -> RewardFn:
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError("not of the form 'module:function'")
     return getattr(importlib.import_module(module_name), attr)
 
 

@@ -31,7 +31,7 @@ import yaml
 
 from rlaf_ray.config import ConfigError, RLAFConfig, dump_yaml, resolve_paths
 from rlaf_ray.placement import format_resources
-from rlaf_ray.storage import RunStorage
+from rlaf_ray.storage import RunStorage, write_text_atomic
 from rlaf_ray.tune.space import Dimension, param_space, validate_search
 from rlaf_ray.tune.trial import (
     trainable,
@@ -159,13 +159,46 @@ def check_resume(cfg: RLAFConfig, store: RunStorage, resume: bool) -> None:
                                f"{changed[0]}; resume with the same config and overrides"])
 
 
+def make_tuner(prepared: RLAFConfig, user_cfg: RLAFConfig, dims: list[Dimension], probes: list[RLAFConfig],
+               max_concurrent: int, resume: bool):
+    """A new Tuner over the search space, or (``resume``) the stopped search restored; a new one
+    saves the search's configuration beside its experiment first."""
+    from ray import tune
+
+    store = prepared.run_storage
+    run = trainable(prepared, shared_prompts(prepared, dims))
+    if resume:
+        # Tune restores the trials and the searcher, not the scheduler (ray 2.60's
+        # TuneController.save_to_dir saves trial, searcher and callback state only): ASHA's rungs
+        # start empty, so early stopping compares only results reported after the resume.
+        print(f"[rlaf] tune: resuming {store.where()}: unfinished trials continue from their latest checkpoint; "
+              "ASHA's rung records start anew (Tune does not save them)", flush=True)
+        return tune.Tuner.restore(store.location, trainable=run, resume_unfinished=True, resume_errored=False)
+    store.local.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(store.local / SEARCH_CONFIG, dump_yaml(user_cfg))
+    store.push(SEARCH_CONFIG)
+    t = prepared.tune
+    print(f"[rlaf] tune: {t.num_samples} sample(s) of {', '.join(d.field for d in dims)}; "
+          f"{t.search_alg} search, {t.scheduler} scheduler on {t.metric} ({t.mode}), "
+          f"{max_concurrent} trial(s) at once; search directory {store.where()}", flush=True)
+    return tune.Tuner(
+        run,
+        param_space=param_space(dims),
+        tune_config=tune.TuneConfig(
+            metric=t.metric, mode=t.mode, num_samples=t.num_samples,
+            search_alg=search_algorithm(prepared, max_concurrent), scheduler=scheduler(prepared, probes),
+            trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(name=prepared.run.name, storage_path=prepared.run.output_dir),
+    )
+
+
 def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Path:
     """Run (or with ``resume`` continue) the search; returns its directory with the summary."""
     import ray
-    from ray import tune
 
     from rlaf_ray.console import init_ray
-    from rlaf_ray.placement import ensure_placement, ensure_shared_output
+    from rlaf_ray.placement import ensure_shared_output, placed
     from rlaf_ray.preflight import prepare
     from rlaf_ray.tune.summary import summarize
 
@@ -174,42 +207,13 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
     user_cfg = resolve_paths(cfg)
     prepared = prepare(cfg, ("train",))
     store = prepared.run_storage  # a path, or a URI with a local mirror (rlaf_ray.storage)
-    exp = store.local
     check_resume(cfg, store, resume)
 
     init_ray(address)
-    for probe in probes:
-        ensure_placement(probe)
-    ensure_shared_output(prepared.run.output_dir)
-    max_concurrent = concurrency(prepared, probes, ray.cluster_resources())
-
-    run = trainable(prepared, shared_prompts(prepared, dims))
-    if resume:
-        # Tune restores the trials and the searcher, not the scheduler (ray 2.60's
-        # TuneController.save_to_dir saves trial, searcher and callback state only): ASHA's rungs
-        # start empty, so early stopping compares only results reported after the resume.
-        print(f"[rlaf] tune: resuming {store.where()}: unfinished trials continue from their latest checkpoint; "
-              "ASHA's rung records start anew (Tune does not save them)", flush=True)
-        tuner = tune.Tuner.restore(store.location, trainable=run, resume_unfinished=True, resume_errored=False)
-    else:
-        exp.mkdir(parents=True, exist_ok=True)
-        (exp / SEARCH_CONFIG).write_text(dump_yaml(user_cfg))
-        store.push(SEARCH_CONFIG)
-        t = prepared.tune
-        print(f"[rlaf] tune: {t.num_samples} sample(s) of {', '.join(d.field for d in dims)}; "
-              f"{t.search_alg} search, {t.scheduler} scheduler on {t.metric} ({t.mode}), "
-              f"{max_concurrent} trial(s) at once; search directory {store.where()}", flush=True)
-        tuner = tune.Tuner(
-            run,
-            param_space=param_space(dims),
-            tune_config=tune.TuneConfig(
-                metric=t.metric, mode=t.mode, num_samples=t.num_samples,
-                search_alg=search_algorithm(prepared, max_concurrent), scheduler=scheduler(prepared, probes),
-                trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
-            ),
-            run_config=tune.RunConfig(name=prepared.run.name, storage_path=prepared.run.output_dir),
-        )
-    tuner.fit()
+    with placed(*probes):  # each probe must fit; the autoscaler's request stands until the search ends
+        ensure_shared_output(prepared.run.output_dir)
+        max_concurrent = concurrency(prepared, probes, ray.cluster_resources())
+        make_tuner(prepared, user_cfg, dims, probes, max_concurrent, resume).fit()
     summarize(store, user_cfg, dims)
-    return exp
+    return store.local
 

@@ -29,8 +29,6 @@ autoscaling cluster, ``run.resource_wait_s > 0``, it is allowed with a note).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rlaf_ray.config import RLAFConfig, from_dict, merge
 from rlaf_ray.placement import worker_demand
 
@@ -57,11 +55,6 @@ def trial_footprint(cfg: RLAFConfig) -> dict[str, float]:
         for key, value in bundle.items():
             total[key] = total.get(key, 0.0) + value
     return total
-
-
-def experiment_dir(cfg: RLAFConfig) -> Path:
-    """The search's directory here: itself, or its local mirror when run.output_dir is a URI."""
-    return cfg.run_dir
 
 
 def with_values(base: RLAFConfig, sampled: dict) -> RLAFConfig:

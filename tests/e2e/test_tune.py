@@ -28,7 +28,6 @@ import pytest
 from rlaf_ray.config import ConfigError, from_dict, load_config
 from rlaf_ray.tune import tune_search
 from rlaf_ray.tune.space import JUDGED_METRICS, REPORTED_METRICS
-from rlaf_ray.tune.trial import experiment_dir
 from tests.conftest import ITERATIONS, RANKS, search_config
 
 
@@ -56,7 +55,7 @@ def read_scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
 def search(ray_local, policy_path, classifier_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune")
     cfg = from_dict(search_config(policy_path, classifier_path, tmp))
-    exp = experiment_dir(cfg)
+    exp = cfg.run_dir
     started = time.monotonic()
 
     # Watch the trials from the side: how many trials' named actors are alive at once, and as

@@ -10,8 +10,9 @@ from rlaf_ray.config import RewardSettings, from_dict
 from rlaf_ray.roles.calls import (
     CHUNK_SEED,
     RankRoles,
-    generate_and_score,
+    collect_batch,
     rollout_routes,
+    send_batch,
 )
 from rlaf_ray.roles.reward import RewardWorker
 from rlaf_ray.roles.rollout import RolloutWorker
@@ -42,8 +43,9 @@ def test_two_learners_share_any_number_of_rollout_actors(pool, n_rollout):
     for rank in range(2):
         routes = rollout_routes(rank, 2, n_rollout, 1)
         batch = {"prompt": PROMPTS[rank * 3:rank * 3 + 3]}
-        out, scored = generate_and_score(cfg, RankRoles(actors, reward, routes), batch, seed=5, version=0,
-                                         resync=lambda actor: None)
+        roles = RankRoles(actors, reward, routes)
+        out, scored = collect_batch(cfg, roles, send_batch(cfg, roles, batch, seed=5), version=0,
+                                    resync=lambda actor: None)
         # every prompt, twice side by side (its group), in order, and one score per response
         assert out["prompts"] == [p for p in batch["prompt"] for _ in range(2)]
         assert len(out["response_ids"]) == len(scored["scores"]) == 6
