@@ -74,6 +74,11 @@ class PPOSettings(Section):
     seed: int = Field(0, description="Seed of sampling, minibatch order and initialization.")
 
     @property
+    def value_head(self) -> str:
+        """The critic a learner builds: ``critic`` for gae, ``"none"`` for the critic-free estimators."""
+        return self.critic if self.estimator == "gae" else "none"
+
+    @property
     def prompts_per_iteration(self) -> int:
         """Prompts drawn per iteration over all learners (each sampled samples_per_prompt times)."""
         return self.batch_size // self.samples_per_prompt

@@ -280,6 +280,21 @@ class PolicyWithValueHead(nn.Module):
         return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
 
+def learner_model(model_cfg: ModelSettings, lora: LoraSettings, critic: str,
+                  device: torch.device | str | None = None) -> PolicyWithValueHead:
+    """What a learner trains: the LoRA policy with dropout off (old log-probs, reference and
+    updates then see the same network) and, unless ``critic`` is ``"none"``, the value head on
+    the policy's device (a quantized policy cannot be moved after loading; the head can)."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    policy = load_policy(model_cfg, lora, device, for_training=True)
+    disable_dropout_in_model(policy)
+    inner = PolicyWithValueHead(policy, critic=critic)
+    if inner.value_head is not None:
+        inner.value_head.to(policy.device)
+    return inner
+
+
 def adapter_state_dict(policy: PeftModel) -> dict[str, torch.Tensor]:
     """The LoRA tensors only (MBs, not GBs), detached on CPU, ready for the object store."""
     return {k: v.detach().to("cpu").clone() for k, v in get_peft_model_state_dict(policy).items()}

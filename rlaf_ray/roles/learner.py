@@ -37,8 +37,8 @@ from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
     eos_token_id,
+    learner_model,
     load_adapter_state,
-    load_policy,
     load_tokenizer,
     trainable_parameters,
 )
@@ -256,22 +256,14 @@ class Learner:
 def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, LoopState]:
     """The policy with its value head under DDP, the PPO update, the state to start from (the
     latest checkpoint's, if any); rank 0 sends that adapter to every rollout actor."""
-    from trl.trainer.utils import disable_dropout_in_model
-
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     use_deterministic_algorithms(cfg.run.deterministic)
     torch.manual_seed(cfg.ppo.seed)
     tokenizer = load_tokenizer(cfg.model)
-    device = ray.train.torch.get_device()
-    policy = load_policy(cfg.model, cfg.lora, device, for_training=True)
-    # Dropout off: old log-probs, reference and updates then see the same network.
-    disable_dropout_in_model(policy)
     # Critic-free estimators build no value head (nothing of it in DDP, checkpoints or memory).
-    inner = PolicyWithValueHead(policy, critic=cfg.ppo.critic if cfg.ppo.estimator == "gae" else "none")
-    if inner.value_head is not None:
-        # The policy was loaded onto the device (a quantized one cannot be moved afterwards).
-        inner.value_head.to(device)
+    inner = learner_model(cfg.model, cfg.lora, cfg.ppo.value_head, ray.train.torch.get_device())
+    policy = inner.policy
     # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same
     # frozen base, so only the trainable tensors need it (MBs of adapter, not GBs of base).
     frozen = [name for name, p in inner.named_parameters() if not p.requires_grad]
