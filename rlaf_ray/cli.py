@@ -232,11 +232,12 @@ def run_report(args: argparse.Namespace) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> None:
-    from rlaf_ray.evaluation.compare import compare
+    from rlaf_ray.evaluation.compare import compare, comparison_plan
 
     staging = claim_out(args.out, args.overwrite)
+    cfg, models = comparison_plan([local_copy(r) for r in args.runs if r != "base"], args.overrides)
     init_ray()
-    rows = compare([local_copy(r) for r in args.runs if r != "base"], staging, args.overrides)
+    rows = compare(cfg, models, staging)
     out = publish(staging, args.out)
     print_metrics({row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows})
     print(f"[rlaf] comparison: {out / 'comparison.md'}, {out / 'comparison.png'}")
@@ -246,8 +247,8 @@ def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.config import ModelSettings
     from rlaf_ray.export import adapter_base, merge
     from rlaf_ray.models.policy import auto_class
+    from rlaf_ray.models.source import check_model_source
     from rlaf_ray.models.tiny import resolve_model
-    from rlaf_ray.preflight import check_model_source
 
     staging = claim_out(args.out, args.overwrite)
     adapter = str(local_copy(args.adapter, args.cache_dir))
@@ -261,7 +262,7 @@ def run_merge(args: argparse.Namespace) -> None:
 def run_generate(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, [f"model.name_or_path={args.model}", *args.overrides])
     from rlaf_ray.export import generate, read_prompts
-    from rlaf_ray.preflight import check_model_source
+    from rlaf_ray.models.source import check_model_source
 
     check_model_source("--model", cfg.model.name_or_path)
     staging = claim_out(args.out, args.overwrite) if args.out else None

@@ -95,6 +95,7 @@ def check_run_dir(cfg: RLAFConfig, resume: bool = False, command: str = "train")
     """May ``cfg`` (prepared) start in its run directory? Raises a one-line ``ConfigError`` if not;
     returns the changes accepted with ``resume`` (empty: a new run, or the same one resumed)."""
     storage = cfg.run_storage
+    storage.probe()  # a URI these credentials cannot write: one line now, not at the first checkpoint
     storage.pull()  # a run at a URI: its files (not its checkpoints) into the local mirror
     run_dir, shown = storage.local, storage.where()
     saved_path = run_dir / CONFIG_FILE

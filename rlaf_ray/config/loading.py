@@ -53,6 +53,13 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: where, and what it expected."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {getattr(err, 'problem', None) or str(err).splitlines()[0]}"
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
@@ -63,7 +70,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError([f"config file {str(p)!r}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
                            f"offset {err.start})"])
     except yaml.YAMLError as err:
-        raise ConfigError([f"config file {str(p)!r}: not valid YAML ({err})".replace("\n", " ")])
+        raise ConfigError([f"config file {str(p)!r}: {yaml_problem(err)}"])
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError([f"config file {str(p)!r}: expected a mapping at the top level"])
     return loaded or {}

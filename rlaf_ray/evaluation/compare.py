@@ -55,12 +55,18 @@ def plot_comparison(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def compare(run_dirs: list[Path], out_dir: Path, overrides: list[str] | None = None) -> list[dict]:
-    """Measure base + each run's adapter; write ``comparison.csv|md|png`` to ``out_dir``."""
+def comparison_plan(run_dirs: list[Path], overrides: list[str] | None = None) -> tuple[RLAFConfig, dict]:
+    """Everything checked before Ray starts: each run is finished and adapts the same base, the
+    meter's settings are valid. Returns the configuration to measure with and the models, name ->
+    adapter directory (``None`` for the base)."""
     adapters = run_adapters(run_dirs)
     cfg = base_config(run_dirs, overrides or [])
     cfg = prepare(cfg, (cfg.evaluation.split,), evaluation=True)
-    models = {"base": None, **adapters}
+    return cfg, {"base": None, **adapters}
+
+
+def compare(cfg: RLAFConfig, models: dict, out_dir: Path) -> list[dict]:
+    """Measure each model of ``comparison_plan``; write ``comparison.csv|md|png`` to ``out_dir``."""
     results = {name: measure(cfg, adapter, out_dir / name).metrics for name, adapter in models.items()}
     rows = [{"model": name, **{m: r[m] for m in TABLE_METRICS if m in r}} for name, r in results.items()]
     write_table(rows, out_dir / "comparison")

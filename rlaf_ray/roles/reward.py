@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from rlaf_ray.config import ConfigError, RewardSettings
 from rlaf_ray.devices import default_device, peak_memory_mib
+from rlaf_ray.models.source import check_model_source
 from rlaf_ray.roles.actor import RoleActor
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
@@ -52,6 +53,7 @@ def check_reward(cfg: RewardSettings) -> None:
     if cfg.callable is not None:
         check_callable(cfg.callable)
         return
+    check_model_source("reward.model_name_or_path", cfg.model_name_or_path)
     try:
         model_config = AutoConfig.from_pretrained(cfg.model_name_or_path,
                                                   trust_remote_code=cfg.trust_remote_code)

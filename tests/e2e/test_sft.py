@@ -21,7 +21,7 @@ DIALOCONAN = {"source": "dialoconan", "path": str(DATA / "dialoconan_sample.json
 
 @pytest.mark.slow
 def test_sft_lowers_held_out_loss_and_compares_with_the_base(ray_local, policy_path, classifier_path, tmp_path):
-    from rlaf_ray.evaluation.compare import compare
+    from rlaf_ray.evaluation.compare import compare, comparison_plan
     from rlaf_ray.sft import sft
 
     config = base_config(policy_path, classifier_path, tmp_path, data=DIALOCONAN,
@@ -36,7 +36,7 @@ def test_sft_lowers_held_out_loss_and_compares_with_the_base(ray_local, policy_p
                                       str(sft_dir / "final" / "adapter"))
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
 
-    rows = compare([sft_dir], tmp_path / "comparison")
+    rows = compare(*comparison_plan([sft_dir]), tmp_path / "comparison")
     assert [r["model"] for r in rows] == ["base", "sft"]
     for row in rows:
         for key in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean", "perplexity",

@@ -3,7 +3,7 @@
 import pytest
 
 from rlaf_ray.config import ConfigError
-from rlaf_ray.preflight import check_model_source
+from rlaf_ray.models.source import check_model_source
 
 
 def test_an_existing_directory_passes(tmp_path):
