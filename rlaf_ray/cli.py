@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from rlaf_ray import __version__
 from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
+from rlaf_ray.interrupt import RunInterrupted
 from rlaf_ray.storage import claim_out, local_copy, open_run, publish
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
@@ -375,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in err.problems:
             print(f"rlaf-ray: error: {line}", file=sys.stderr)
         return 2
+    except RunInterrupted as stopped:
+        again = shlex.join(["rlaf-ray", *(sys.argv[1:] if argv is None else argv)])
+        print(f"[rlaf] {stopped}, checkpoint written; the same command resumes it:\n  {again}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
     return 0
 
 

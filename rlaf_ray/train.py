@@ -22,6 +22,12 @@ from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.data import PromptSplit, get_source, load_split
 from rlaf_ray.determinism import deterministic_runtime_env
+from rlaf_ray.interrupt import (
+    RunInterrupted,
+    fit_stoppable,
+    start_stop_request,
+    stopped_early,
+)
 from rlaf_ray.placement import ensure_shared_output, placed, scaling_config
 from rlaf_ray.preflight import prepare
 from rlaf_ray.roles.learner import learner_loop
@@ -122,11 +128,12 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
     cfg.run_storage.push("data_stats.json")
 
     roles = start_roles(cfg, placement_group)
+    stop = start_stop_request()
     try:
         trainer = TorchTrainer(
             learner_loop,
             train_loop_config={"config": cfg, "rollout": roles.rollout, "reward": roles.reward,
-                               "num_prompts": stats["rows"]},
+                               "num_prompts": stats["rows"], "stop": stop},
             scaling_config=scaling_config(cfg.resources.learner),
             run_config=ray.train.RunConfig(
                 name=cfg.run.name,
@@ -138,9 +145,12 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
             datasets={"train": prompts.dataset},
             dataset_config=prompt_data_config(),
         )
-        trainer.fit()
+        result = fit_stoppable(trainer, stop)
+        if stopped_early(stop) and result.metrics["iteration"] < cfg.ppo.num_iterations:
+            raise RunInterrupted(result.metrics["iteration"], cfg.ppo.num_iterations)
     finally:
         stop_roles(roles)
+        ray.kill(stop)
     return run_dir
 
 

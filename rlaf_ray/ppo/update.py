@@ -76,17 +76,24 @@ class PPOLearner:
         return self.params[0].device
 
     def forward(self, model: nn.Module, batch: RolloutBatch, need_entropy: bool = False,
-                truncate: bool = True, full: list | None = None):
+                truncate: bool = True, full: list | None = None, untruncated: list | None = None):
         """Log-probs of the response tokens under the distribution the rollout sampled from,
         values before each of them, optionally entropy. ``truncate=False``: without top-k/top-p.
-        ``full``: a list that receives the whole untruncated log-distribution at each position."""
+        ``full``: a list that receives the whole untruncated log-distribution at each position;
+        ``untruncated``: one that receives the tokens' untruncated log-probs (what the KL to the
+        untruncated reference compares)."""
         logits, values = model(**batch.inputs)
         start, end = batch.logits_start, batch.logits_start + batch.response_ids.shape[1]
         raw = logits[:, start:end].float()
         logits = self.sampling(raw, batch, truncate)
+        plain = logits
+        if (full is not None or untruncated is not None) and truncate and self.sampling.truncates():
+            plain = self.sampling(raw, batch, False)
         if full is not None:
-            full.append(torch.log_softmax(logits if not truncate else self.sampling(raw, batch, False), dim=-1))
+            full.append(torch.log_softmax(plain, dim=-1))
         logprobs = selective_log_softmax(logits, batch.response_ids)
+        if untruncated is not None:
+            untruncated.append(logprobs if plain is logits else selective_log_softmax(plain, batch.response_ids))
         entropy = entropy_from_logits(logits) if need_entropy else None
         return logprobs, None if values is None else values[:, start:end].float(), entropy
 
@@ -151,12 +158,17 @@ class PPOLearner:
         mask = batch.response_mask.clone()
         mask[~finite] = 0.0
         with torch.no_grad():  # dropout is off in the model
-            old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch)
+            old_untruncated: list = []
+            old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch, untruncated=old_untruncated)
             ref_full = [] if cfg.kl_estimator == "full" else None
             ref_logprobs = self._reference_logprobs(batch, ref_full)
         # k1 per token: the reward's penalty (the only unbiased one there), the reported KL and
-        # what the adaptive controller reads, whichever estimator the loss uses.
-        kl = core.masked(old_logprobs - ref_logprobs, mask)
+        # what the adaptive controller reads, whichever estimator the loss uses. Policy and
+        # reference both untruncated: top-k/top-p is a decoding rule applied to both, and the
+        # truncated policy's own renormalization (-log of the kept mass, ~0.1 nat a token at
+        # top_p 0.9) is not a move away from the base; counted, it would spend the KL target
+        # before the first update. The ratio of the clipped loss stays on the sampled distribution.
+        kl = core.masked(old_untruncated[0] - ref_logprobs, mask)
         kl_coef = self.kl_ctl.value if cfg.kl_in == "reward" else 0.0
         returns = None
         if cfg.estimator == "gae":
@@ -216,7 +228,9 @@ class PPOLearner:
         cfg = self.cfg
         mask = t.mask[idx]
         full = [] if t.ref_full is not None else None
-        logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True, full=full)
+        untruncated: list = []
+        logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True, full=full,
+                                                 untruncated=untruncated)
         pg = core.clipped_policy_loss(logprobs, t.old_logprobs[idx], t.advantages[idx], mask, cfg.cliprange)
         if cfg.early_stop_kl is not None and not critic_only:
             # One all-reduce, so every rank stops at the same minibatch (a rank that stepped alone
@@ -234,7 +248,7 @@ class PPOLearner:
         if full is not None:
             per_token = core.full_kl(full[0], t.ref_full[idx])
         else:
-            per_token = core.kl_estimate(core.masked(logprobs, mask), core.masked(t.ref_logprobs[idx], mask),
+            per_token = core.kl_estimate(core.masked(untruncated[0], mask), core.masked(t.ref_logprobs[idx], mask),
                                          cfg.kl_estimator)
         kl_to_ref = core.masked_mean(per_token, mask)
         loss = pg.loss + cfg.vf_coef * vf_loss

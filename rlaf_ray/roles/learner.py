@@ -1,13 +1,9 @@
-"""Learner role: the PPO loop on every Ray Train rank, and what its checkpoints hold.
+"""Learner role: the PPO loop on every Ray Train rank.
 
 The loop names the roles in order: ``generate`` (rollout actor) -> ``score`` (reward actor, fed
 the rollout's ObjectRef directly) -> ``update`` (local PPO step, gradients all-reduced by DDP)
 -> ``sync`` (rank 0 puts the adapter in the object store once; every rollout actor loads it).
-
-A checkpoint directory holds ``adapter/`` (a standard PEFT directory), ``value_head.safetensors``
-(with the gae estimator's critic only),
-``learner.pt`` (optimizer, KL controller, shuffling RNG) and ``state.json`` (iteration, data
-position, policy version).
+What a checkpoint holds: ``rlaf_ray.roles.checkpoints``.
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ import json
 import sys
 import tempfile
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -26,19 +22,18 @@ import ray.train.torch
 import torch
 from ray.train import Checkpoint
 from ray.train.torch import prepare_model
-from safetensors.torch import load_file, save_file
 from trl.trainer.utils import pad
 
 from rlaf_ray import world
 from rlaf_ray.config import RLAFConfig
 from rlaf_ray.determinism import use_deterministic_algorithms
 from rlaf_ray.devices import peak_memory_mib
+from rlaf_ray.interrupt import stop_agreed
 from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
     eos_token_id,
     learner_model,
-    load_adapter_state,
     load_tokenizer,
     trainable_parameters,
 )
@@ -52,19 +47,17 @@ from rlaf_ray.roles.calls import (
     rollout_routes,
     send_batch,
 )
+from rlaf_ray.roles.checkpoints import (
+    LoopState,
+    check_free_space,
+    checkpoint_bytes,
+    restore,
+    save_adapter,
+    save_checkpoint,
+)
 from rlaf_ray.run_log import RunLog
 from rlaf_ray.storage import write_text_atomic
 from rlaf_ray.timing import timed
-
-
-@dataclass
-class LoopState:
-    iteration: int = 0  # PPO updates done; also the policy version
-    epoch: int = 0  # data epoch in progress
-    batches_in_epoch: int = 0  # batches of that epoch already trained on by each rank
-    # Positions of the batches sent ahead (ppo.max_staleness) and not yet trained: a resumed run
-    # starts after the last trained batch, so it generates these again.
-    in_flight: list = field(default_factory=list)
 
 
 @dataclass
@@ -125,9 +118,15 @@ def learner_loop(loop_config: dict) -> None:
         prompts = gather_digests(flight.batch["id"], flight.batch["prompt"])  # every rank: a collective
         if learner.log is not None:
             learner.log.write(state.iteration, metrics, prompts)
-        report(cfg, state, metrics, learner, rank)
+        # Ctrl-C at the driver (rlaf_ray.interrupt): checkpoint this iteration and leave the loop.
+        stopping = state.iteration < cfg.ppo.num_iterations and stop_agreed(
+            loop_config.get("stop"), rank, learner.ppo.device)
+        report(cfg, state, metrics, learner, rank, checkpoint=stopping)
+        if stopping:
+            break
     if rank == 0:
-        save_final(cfg, learner)
+        if state.iteration == cfg.ppo.num_iterations:
+            save_final(cfg, learner)
         learner.log.close()
 
 
@@ -272,11 +271,8 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
     ppo = PPOLearner(cfg.ppo, model, cfg.generation, eos_token_id(cfg.generation, tokenizer))
     trainable, total = trainable_parameters(inner)
 
-    state = LoopState()
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = load_checkpoint(Path(directory), inner, ppo)
+    state = restore(checkpoint, inner, ppo) if checkpoint is not None else LoopState()
     log = None
     if rank == 0:
         log = RunLog(cfg.run_storage, cfg.ppo.num_iterations, resume_from=state.iteration)
@@ -306,14 +302,19 @@ def record_parameters(cfg: RLAFConfig, inner: PolicyWithValueHead, trainable: in
 # Checkpoints and the final adapter
 
 
-def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, rank: int) -> None:
-    """Report metrics to Ray Train (every rank: it is a barrier); rank 0 attaches checkpoints."""
-    due = state.iteration % cfg.run.checkpoint_every == 0 or state.iteration == cfg.ppo.num_iterations
+def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, rank: int,
+           checkpoint: bool = False) -> None:
+    """Report metrics to Ray Train (every rank: it is a barrier); rank 0 attaches checkpoints,
+    when due or when ``checkpoint`` asks for one."""
+    due = checkpoint or state.iteration % cfg.run.checkpoint_every == 0 or state.iteration == cfg.ppo.num_iterations
     metrics = {**metrics, "iteration": state.iteration}
     if not due or rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as directory:
+        check_free_space(directory, checkpoint_bytes(learner.inner))
+        if not cfg.run_storage.remote:
+            check_free_space(cfg.run.output_dir, checkpoint_bytes(learner.inner))
         save_checkpoint(Path(directory), learner.inner, learner.ppo, state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                          checkpoint_dir_name=f"checkpoint_{state.iteration:06d}")
@@ -324,29 +325,3 @@ def save_final(cfg: RLAFConfig, learner: Learner) -> None:
     ``final/`` that exists is complete (``RunStorage.write_whole``)."""
     cfg.run_storage.write_whole("final", lambda d: save_adapter(learner.inner, d, learner.tokenizer),
                                 last="adapter_config.json")
-
-
-def save_adapter(model: PolicyWithValueHead, directory: Path, tokenizer=None) -> None:
-    model.policy.save_pretrained(directory / "adapter")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory / "adapter")
-    if model.value_head is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.value_head.state_dict().items()},
-                  str(directory / "value_head.safetensors"))
-
-
-def save_checkpoint(directory: Path, model: PolicyWithValueHead, learner: PPOLearner,
-                    state: LoopState) -> None:
-    save_adapter(model, directory)
-    torch.save(learner.state_dict(), directory / "learner.pt")
-    (directory / "state.json").write_text(json.dumps(asdict(state)))
-
-
-def load_checkpoint(directory: Path, model: PolicyWithValueHead, learner: PPOLearner) -> LoopState:
-    adapter = load_file(str(directory / "adapter" / "adapter_model.safetensors"))
-    # save_pretrained drops the adapter name from the keys; set_peft_model_state_dict adds it back.
-    load_adapter_state(model.policy, adapter)
-    if model.value_head is not None:
-        model.value_head.load_state_dict(load_file(str(directory / "value_head.safetensors")))
-    learner.load_state_dict(torch.load(directory / "learner.pt", weights_only=True))
-    return LoopState(**json.loads((directory / "state.json").read_text()))

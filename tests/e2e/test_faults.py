@@ -5,6 +5,7 @@ trained once. Real processes, killed by pid with SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -100,10 +101,12 @@ def test_run_survives_killed_actors_and_learner_and_trains_each_prompt_once(ray_
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_with_the_same_command(no_ray, policy_path, classifier_path, tmp_path):
-    """SIGKILL the driver of `rlaf-ray train` (its local Ray goes with it, as a lost machine's
-    would); the same command then resumes from the latest checkpoint and finishes, the ledger
-    exact and the final adapter usable."""
+def test_a_stopped_or_killed_driver_resumes_with_the_same_command(no_ray, policy_path, classifier_path, tmp_path):
+    """Ctrl-C (SIGINT) to the driver of `rlaf-ray train`: the iteration in progress finishes and
+    is checkpointed although no checkpoint is due, the exit status is 130 and the message gives
+    the command to resume. That command resumes; SIGKILL its driver (its local Ray goes with it,
+    as a lost machine's would); the same command resumes again and finishes, every iteration
+    logged once, the ledger exact and the final adapter usable."""
     import subprocess
     import sys
 
@@ -111,7 +114,7 @@ def test_a_killed_driver_resumes_with_the_same_command(no_ray, policy_path, clas
 
     from tests.conftest import REPO
 
-    config = base_config(policy_path, classifier_path, tmp_path, run={"name": "driver", "checkpoint_every": 2},
+    config = base_config(policy_path, classifier_path, tmp_path, run={"name": "driver", "checkpoint_every": 4},
                          ppo={"num_iterations": ITERATIONS})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -119,19 +122,36 @@ def test_a_killed_driver_resumes_with_the_same_command(no_ray, policy_path, clas
     run_dir = tmp_path / "results" / "driver"
     ledger = run_dir / "prompts.jsonl"
 
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        assert lines_reached(ledger, 3, alive=lambda: first.poll() is None), "the first run ended early"
-        before = [json.loads(line) for line in ledger.read_text().splitlines()]
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(timeout=60)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver's own Ray processes, orphaned by its death
+    with open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            assert lines_reached(ledger, 1, alive=lambda: first.poll() is None), "the first run ended early"
+            os.kill(first.pid, signal.SIGINT)
+            assert first.wait(timeout=180) == 130
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # a clean stop leaves none of its processes
+                os.killpg(first.pid, signal.SIGKILL)
+    stopped_at = len(read_metrics(run_dir))
+    assert stopped_at < 4  # stopped before the first checkpoint that was due...
+    assert (run_dir / f"checkpoint_{stopped_at:06d}").is_dir()  # ...and checkpointed there
+    assert not (run_dir / "final").exists()
+    message = (tmp_path / "first.err").read_text()
+    assert f"interrupted after iteration {stopped_at} of {ITERATIONS}, checkpoint written" in message
+    assert f"rlaf-ray train --config {path}" in message
 
-    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "continuing the train run" in second.stdout
+    second = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        assert lines_reached(ledger, stopped_at + 2, alive=lambda: second.poll() is None), "the second run ended early"
+        before = [json.loads(line) for line in ledger.read_text().splitlines()]
+        os.kill(second.pid, signal.SIGKILL)
+        second.wait(timeout=60)
+    finally:
+        os.killpg(second.pid, signal.SIGKILL)  # the driver's own Ray processes, orphaned by its death
+
+    third = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "continuing the train run" in third.stdout
     assert [m["iteration"] for m in read_metrics(run_dir)] == list(range(1, ITERATIONS + 1))
     after = read_ledger(run_dir)
     assert [line["iteration"] for line in after] == list(range(1, ITERATIONS + 1))

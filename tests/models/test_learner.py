@@ -150,3 +150,69 @@ def test_stale_samples_are_weighted_by_the_truncated_ratio(setup):
     quartered = learner.off_policy(targets, proximal - math.log(4.0), torch.ones(8, dtype=torch.long))
     assert torch.equal(quartered.is_weights[mask], torch.full_like(quartered.is_weights[mask], 2.0))  # truncated
     assert learner.off_policy_metrics(quartered)["offpolicy/is_truncated_fraction"] == 1.0
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_one_before(setup, tmp_path, capsys):
+    from ray.train import Checkpoint
+
+    from rlaf_ray.roles.checkpoints import LoopState, restore, save_checkpoint
+
+    cfg, model, learner, out, batch = setup
+    ended = torch.tensor(out["ended"])
+    save_checkpoint(tmp_path / "checkpoint_000002", model, learner, LoopState(iteration=2, batches_in_epoch=2))
+    kept = {k: v.clone() for k, v in adapter_state_dict(model.policy).items()}
+    learner.step(batch, torch.linspace(-1, 1, 8), ended)
+    save_checkpoint(tmp_path / "checkpoint_000004", model, learner, LoopState(iteration=4, batches_in_epoch=4))
+    learner.step(batch, torch.linspace(-1, 1, 8), ended)  # the live model moves on from both
+    torn = tmp_path / "checkpoint_000004" / "adapter" / "adapter_model.safetensors"
+    torn.write_bytes(torn.read_bytes()[:100])  # a write cut short
+
+    state = restore(Checkpoint.from_directory(str(tmp_path / "checkpoint_000004")), model, learner)
+
+    assert state.iteration == 2 and state.batches_in_epoch == 2
+    assert all(torch.equal(kept[k], v) for k, v in adapter_state_dict(model.policy).items())
+    assert "checkpoint_000004 cannot be read" in capsys.readouterr().err
+    (tmp_path / "checkpoint_000002" / "state.json").unlink()
+    with pytest.raises(RuntimeError, match="no readable checkpoint"):
+        restore(Checkpoint.from_directory(str(tmp_path / "checkpoint_000004")), model, learner)
+
+
+def test_a_checkpoint_that_would_not_fit_is_refused(setup, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from rlaf_ray.roles import checkpoints
+
+    cfg, model, learner, out, batch = setup
+    needed = checkpoints.checkpoint_bytes(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert needed == 3 * 4 * trainable + 2**20  # float32 tensors and two AdamW moments
+    checkpoints.check_free_space(tmp_path, needed)  # this disk has room
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * needed, 9 * needed, needed))  # a full disk
+    with pytest.raises(OSError, match=rf"MiB free in {tmp_path}, a checkpoint needs about"):
+        checkpoints.check_free_space(tmp_path, needed)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nucleus_sampling_alone_is_no_kl_to_the_base(policy_path):
+    """With top_p < 1 the learner scores the sampled (truncated, renormalized) distribution, but
+    the KL to the base compares untruncated log-probs: an adapter that has not moved (B = 0) is at
+    KL 0 exactly, though its sampled tokens' log-probs exceed the base's."""
+    cfg = from_dict({"model": {"name_or_path": policy_path},
+                     "lora": {"dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+                     "generation": {"max_new_tokens": 8, "top_p": 0.9},
+                     "ppo": {"batch_size": 8, "num_minibatches": 2}, "resources": {"learner": {"num_workers": 1}}})
+    torch.manual_seed(0)
+    model = PolicyWithValueHead(load_policy(cfg.model, cfg.lora))
+    tokenizer = load_tokenizer(cfg.model)
+    learner = PPOLearner(cfg.ppo, model, cfg.generation, tokenizer.eos_token_id)
+    out = RolloutWorker(cfg.model, cfg.lora, cfg.generation).generate(["#Person1#: Hello, how are you?\n#Person2#:"] * 8,
+                                                                      seed=0)
+    batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id)
+    scores = torch.linspace(0, 1, 8)
+    targets = learner.targets(batch, scores, torch.ones(8, dtype=torch.bool))
+    mask = targets.mask.bool()
+    assert torch.equal(targets.kl[mask], torch.zeros_like(targets.kl[mask]))
+    gain = (targets.old_logprobs - targets.ref_logprobs)[mask]
+    assert (gain >= -1e-5).all() and (gain > 1e-3).any()  # the nucleus renormalized: sampled tokens gain

@@ -13,7 +13,8 @@ from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import DataSettings, ModelSettings
 from rlaf_ray.data import load_split
-from rlaf_ray.roles.learner import LoopState, prompt_batches
+from rlaf_ray.roles.checkpoints import LoopState
+from rlaf_ray.roles.learner import prompt_batches
 from rlaf_ray.train import prompt_data_config
 from tests.conftest import SAMPLE_DATA
 
