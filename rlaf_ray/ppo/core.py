@@ -149,8 +149,14 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     clip_fraction = masked_mean((clipped > unclipped).float(), mask)
-    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
-    return PolicyLossOutput(loss, clip_fraction.detach(), approx_kl.detach())
+    return PolicyLossOutput(loss, clip_fraction.detach(), approx_kl(logprobs, old_logprobs, mask))
+
+
+def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How far a step moved the policy on the sampled tokens: half the mean squared log-ratio
+    (the early-stop statistic of OpenAI baselines / TRL 0.11), clamped like the loss's."""
+    log_ratio = masked(logprobs - old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return (0.5 * masked_mean(log_ratio.detach()**2, mask))
 
 
 def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,

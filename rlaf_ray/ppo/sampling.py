@@ -35,16 +35,17 @@ class SamplingDistribution:
     def truncates(self) -> bool:
         return self.g.top_k != 0 or self.g.top_p < 1.0
 
-    def needs_prefix(self, truncate: bool) -> bool:
-        """Whether a position's processing depends on more than its own logits."""
-        return self.g.repetition_penalty != 1.0 or (truncate and self.truncates())
+    def needs_prefix(self) -> bool:
+        """Whether a position's processing depends on the ids before it (the repetition penalty
+        does; temperature, top-k and top-p read only the position's own logits)."""
+        return self.g.repetition_penalty != 1.0
 
     def __call__(self, logits: torch.Tensor, batch: RolloutBatch, truncate: bool = True) -> torch.Tensor:
         """``logits``: float ``[B, R, V]`` predicting the response tokens. ``truncate=False`` leaves
         out top-k/top-p (for the reference model: see ``PPOLearner``). Tokens the rules exclude get
         the most negative finite value, not -inf, so that entropy's ``p * log p`` stays 0, not NaN."""
-        if not self.needs_prefix(truncate):
-            return self._fast(logits)
+        if not self.needs_prefix():
+            return self._fast(logits, truncate)
         # The ids generate had seen, and where the response starts in them.
         seq2seq = "decoder_input_ids" in batch.inputs
         ids = batch.inputs["decoder_input_ids" if seq2seq else "input_ids"]
@@ -54,12 +55,21 @@ class SamplingDistribution:
         steps = [processors(ids[:, :start + t], logits[:, t]) for t in range(logits.shape[1])]
         return torch.stack(steps, dim=1).clamp(min=torch.finfo(logits.dtype).min)
 
-    def _fast(self, logits: torch.Tensor) -> torch.Tensor:
-        """Temperature and the min-new-tokens rule only: no loop over positions."""
+    def _fast(self, logits: torch.Tensor, truncate: bool) -> torch.Tensor:
+        """No repetition penalty: no loop over positions. The min-new-tokens rule and temperature
+        on the whole tensor, then top-k/top-p on all positions at once (the warpers read one row
+        of logits at a time, whatever the row's position)."""
         # Out-of-place division: a new tensor that the EOS mask may write into.
         logits = logits / self.g.temperature
+        floor = torch.finfo(logits.dtype).min
         if self.g.min_new_tokens and self.eos_token_id is not None:
-            logits[:, :self.g.min_new_tokens, self.eos_token_id] = torch.finfo(logits.dtype).min
+            logits[:, :self.g.min_new_tokens, self.eos_token_id] = floor
+        if truncate and self.truncates():
+            rows = logits.reshape(-1, logits.shape[-1])
+            no_ids = rows.new_zeros((rows.shape[0], 0), dtype=torch.long)
+            for warper in self.warpers():
+                rows = warper(no_ids, rows)
+            logits = rows.reshape(logits.shape).clamp(min=floor)
         return logits
 
     def processors(self, prompt_length: int, padding_lengths: torch.Tensor, truncate: bool) -> LogitsProcessorList:
@@ -73,8 +83,15 @@ class SamplingDistribution:
                                                          device=padding_lengths.device))
         if g.temperature != 1.0:
             out.append(TemperatureLogitsWarper(g.temperature))
-        if truncate and g.top_k != 0:
-            out.append(TopKLogitsWarper(top_k=g.top_k, min_tokens_to_keep=1))
-        if truncate and g.top_p < 1.0:
-            out.append(TopPLogitsWarper(top_p=g.top_p, min_tokens_to_keep=1))
+        if truncate:
+            out.extend(self.warpers())
+        return out
+
+    def warpers(self) -> list:
+        """The truncating warpers, top-k before top-p as generate applies them."""
+        out = []
+        if self.g.top_k != 0:
+            out.append(TopKLogitsWarper(top_k=self.g.top_k, min_tokens_to_keep=1))
+        if self.g.top_p < 1.0:
+            out.append(TopPLogitsWarper(top_p=self.g.top_p, min_tokens_to_keep=1))
         return out

@@ -45,6 +45,7 @@ class Targets:
     returns: torch.Tensor | None
     kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
+    old_untruncated: torch.Tensor | None = None  # old log-probs without top-k/top-p (how far a step moved)
     ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
     is_weights: torch.Tensor | None = None  # off-policy correction of stale samples (max_staleness)
     staleness: torch.Tensor | None = None  # per response: updates between sampling and this one
@@ -184,7 +185,7 @@ class PPOLearner:
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
         return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs,
-                       ref_full[0] if ref_full else None)
+                       old_untruncated[0], ref_full[0] if ref_full else None)
 
     def off_policy(self, t: Targets, behaviour: torch.Tensor, staleness: torch.Tensor) -> Targets:
         """Decoupled PPO: the clip stays around the learner's policy before this update (the
@@ -232,10 +233,17 @@ class PPOLearner:
         logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True, full=full,
                                                  untruncated=untruncated)
         pg = core.clipped_policy_loss(logprobs, t.old_logprobs[idx], t.advantages[idx], mask, cfg.cliprange)
+        moved = pg.approx_kl
+        if self.sampling.truncates():
+            # A sampled token at the edge of the top-k/top-p set can leave it after a small step:
+            # its log-prob under the sampled distribution drops to the floor and its log-ratio to
+            # the clamp (the clipped loss then ignores it), and that one token would stop the
+            # epochs. How far the step moved the policy is read without the truncation.
+            moved = core.approx_kl(untruncated[0], t.old_untruncated[idx], mask)
         if cfg.early_stop_kl is not None and not critic_only:
             # One all-reduce, so every rank stops at the same minibatch (a rank that stepped alone
             # would wait forever in DDP's gradient all-reduce).
-            mean_kl = global_sums({"approx_kl": pg.approx_kl.item()}, self.device)["approx_kl"] / world_size()
+            mean_kl = global_sums({"approx_kl": moved.item()}, self.device)["approx_kl"] / world_size()
             if mean_kl > cfg.early_stop_kl:
                 return None
         vf_loss = vf_clip = torch.zeros((), device=self.device)
@@ -264,7 +272,7 @@ class PPOLearner:
         return {"policy_loss": pg.loss.item(), "value_loss": vf_loss.item(),
                 "entropy": core.masked_mean(entropy.detach(), mask).item(),
                 "clip_fraction": pg.clip_fraction.item(), "value_clip_fraction": vf_clip.item(),
-                "approx_kl": pg.approx_kl.item(), "kl_to_ref": kl_to_ref.item(), "grad_norm": grad_norm,
+                "approx_kl": moved.item(), "kl_to_ref": kl_to_ref.item(), "grad_norm": grad_norm,
                 "value_grad_norm": value_grad_norm}
 
     def clip_gradients(self) -> tuple[float, float]:

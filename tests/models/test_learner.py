@@ -216,3 +216,33 @@ def test_nucleus_sampling_alone_is_no_kl_to_the_base(policy_path):
     assert torch.equal(targets.kl[mask], torch.zeros_like(targets.kl[mask]))
     gain = (targets.old_logprobs - targets.ref_logprobs)[mask]
     assert (gain >= -1e-5).all() and (gain > 1e-3).any()  # the nucleus renormalized: sampled tokens gain
+
+
+def test_a_token_leaving_the_nucleus_does_not_stop_the_epochs(policy_path):
+    """Under top-p, a sampled token at the nucleus' edge can leave it after a small step; its
+    sampled log-prob falls to the floor. That is no sign the policy moved far: the early stop
+    reads the untruncated log-probs. Without truncation the same log-ratio is a real move."""
+    import dataclasses
+
+    from rlaf_ray.config import GenerationSettings
+
+    cfg = from_dict({"model": {"name_or_path": policy_path},
+                     "lora": {"dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+                     "generation": {"max_new_tokens": 8, "top_p": 0.9},
+                     "ppo": {"batch_size": 8, "num_minibatches": 1, "early_stop_kl": 0.02},
+                     "resources": {"learner": {"num_workers": 1}}})
+    torch.manual_seed(0)
+    model = PolicyWithValueHead(load_policy(cfg.model, cfg.lora))
+    tokenizer = load_tokenizer(cfg.model)
+    out = RolloutWorker(cfg.model, cfg.lora, cfg.generation).generate(["#Person1#: Hello, how are you?\n#Person2#:"] * 8,
+                                                                      seed=0)
+    batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id)
+    nucleus = PPOLearner(cfg.ppo, model, cfg.generation, tokenizer.eos_token_id)
+    targets = nucleus.targets(batch, torch.linspace(0, 1, 8), torch.ones(8, dtype=torch.bool))
+    left = dataclasses.replace(targets, old_logprobs=targets.old_logprobs.clone())
+    left.old_logprobs[0, 0] += 30.0  # now 30 nats below where it was sampled: out of the nucleus
+    everything = torch.arange(8)
+    assert nucleus.minibatch_step(batch, left, everything) is not None  # the step is taken
+
+    plain = PPOLearner(cfg.ppo, model, GenerationSettings(max_new_tokens=8), tokenizer.eos_token_id)
+    assert plain.minibatch_step(batch, left, everything) is None  # a real 30-nat move: stopped

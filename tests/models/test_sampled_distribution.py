@@ -19,6 +19,7 @@ from tests.models.random_lm import EOS, MAX_NEW, PAD, sample, tiny_policy
 SETTINGS = {
     "all-rules": dict(temperature=0.7, top_k=12, top_p=0.8, repetition_penalty=1.6, min_new_tokens=3),
     "top-k-only": dict(top_k=5),
+    "nucleus": dict(top_p=0.9, temperature=0.8, min_new_tokens=2),  # no penalty: all positions at once
     "penalty-only": dict(repetition_penalty=0.6, temperature=1.3),
     "fast-path": dict(temperature=0.7, min_new_tokens=3),
 }
