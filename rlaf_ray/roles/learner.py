@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +232,7 @@ class Learner:
         """Timings, throughput and memory of the iteration, beside the PPO update's metrics."""
         return {
             "time/generate": out["seconds"], "time/score": scored["seconds"], **timings,
+            "time/finished_at": time.time(),  # wall clock (Unix s): gaps show what a fault cost
             "perf/samples_per_second": self.cfg.ppo.batch_size / timings["time/iteration"],
             "policy/version": state.iteration, "data/epoch": state.epoch,
             "params/trainable": self.trainable,
