@@ -5,8 +5,8 @@
 
 For each run directory found under the given paths (a directory holding ``metrics.jsonl`` and
 ``prompts.jsonl``), prints the median iteration and every gap between two consecutive
-iterations' ``time/finished_at`` longer than twice that median: the seconds a fault cost beyond a
-normal iteration. Iterations redone after a restart replace the lost ones in ``metrics.jsonl``,
+iterations' ``time/finished_at`` more than 5 s longer than that median: the seconds a fault cost
+beyond a normal iteration. Iterations redone after a restart replace the lost ones in ``metrics.jsonl``,
 so a gap after a restart spans the lost iterations, the restart and the first redone one; the
 number of iterations lost is read from the checkpoints (``checkpoint_*``) that existed before.
 """
@@ -18,18 +18,18 @@ import json
 import statistics
 from pathlib import Path
 
+# Jitter (a slow iteration, a checkpoint written) stays under this; a fault's recovery does not.
+SLACK_S = 5.0
+
 
 def gaps(run_dir: Path) -> tuple[float, list[tuple[int, float]]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     median = statistics.median(r["time/iteration"] for r in rows)
     slow = []
     for before, after in zip(rows, rows[1:]):
-        gap = after["time/finished_at"] - before["time/finished_at"]
-        if gap > 2 * median:
-            slow.append((after["iteration"], gap - median))
-    first = rows[0]["time/iteration"]
-    if first > 2 * median:  # a fault during the first iteration shows in its own duration
-        slow.insert(0, (rows[0]["iteration"], first - median))
+        lost = after["time/finished_at"] - before["time/finished_at"] - median
+        if lost > SLACK_S:
+            slow.append((after["iteration"], lost))
     return median, slow
 
 
@@ -37,10 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args()
-    runs = sorted({p.parent for root in args.paths for p in root.rglob("prompts.jsonl")})
+    runs = sorted({p.parent for root in args.paths for p in root.rglob("prompts.jsonl")
+                   if (p.parent / "metrics.jsonl").is_file()})
     for run_dir in runs:
         median, slow = gaps(run_dir)
-        checkpoints = sorted(int(p.name.split("_")[1]) for p in run_dir.glob("checkpoint_*"))
+        checkpoints = sorted(int(p.name.split("_")[1]) for p in run_dir.glob("checkpoint_[0-9]*"))
         print(f"{run_dir}: median iteration {median:.2f} s; checkpoints at {checkpoints}")
         for iteration, lost in slow:
             print(f"  before iteration {iteration}: {lost:.1f} s more than a normal iteration")

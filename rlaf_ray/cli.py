@@ -378,10 +378,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rlaf-ray: error: {line}", file=sys.stderr)
         return 2
     except RunInterrupted as stopped:
-        again = shlex.join(["rlaf-ray", *(sys.argv[1:] if argv is None else argv)])
-        print(f"[rlaf] {stopped}, checkpoint written; the same command resumes it:\n  {again}", file=sys.stderr)
+        print(f"[rlaf] {stopped}, checkpoint written; the same command resumes it:\n  {same_command(argv)}",
+              file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training run
+        print(f"\n[rlaf] interrupted; a run resumes from its latest checkpoint with the same command:\n"
+              f"  {same_command(argv)}", file=sys.stderr)
+        return 130
     return 0
+
+
+def same_command(argv: list[str] | None) -> str:
+    return shlex.join(["rlaf-ray", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ REPORTED_METRICS = frozenset({
     "ppo/early_stopped", "ppo/critic_only",
     "offpolicy/staleness_mean", "offpolicy/staleness_max", "offpolicy/is_weight_mean", "offpolicy/is_truncated_fraction",
     "response/length_mean", "response/ended_fraction",
-    "time/generate", "time/score", "time/rollout_wall", "time/learn", "time/sync", "time/iteration",
+    "time/generate", "time/score", "time/rollout_wall", "time/learn", "time/sync", "time/iteration", "time/finished_at",
     "perf/samples_per_second", "policy/version", "data/epoch", "params/trainable",
     "memory/learner_peak_mib", "memory/rollout_peak_mib", "memory/reward_peak_mib",
     "objective", "world/toxic_rate", "world/grammatical_rate",
