@@ -14,7 +14,7 @@ from ray.train import ScalingConfig
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
-from rlaf_ray.storage import RunStorage, is_uri
+from rlaf_ray.storage import is_uri
 
 ROLES = ("learner", "rollout", "reward")
 
@@ -139,9 +139,9 @@ def _sees(path: str, token: str) -> bool:
 def ensure_shared_output(output_dir: str) -> None:
     """On a multi-node cluster, every node must see ``output_dir`` (checkpoints are written by
     learners wherever they run, reports are read back by the driver): probe it with a marker.
-    A URI is the same place from every node: check only that it can be written."""
+    A URI is the same place from every node (whether it can be written was probed before Ray
+    started: ``run_guard.check_run_dir``, ``tune_search``)."""
     if is_uri(output_dir):
-        RunStorage(output_dir).probe()
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:

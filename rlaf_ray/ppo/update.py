@@ -45,7 +45,7 @@ class Targets:
     returns: torch.Tensor | None
     kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
-    old_untruncated: torch.Tensor | None = None  # old log-probs without top-k/top-p (how far a step moved)
+    old_untruncated: torch.Tensor  # old log-probs without top-k/top-p (the KL; how far a step moved)
     ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
     is_weights: torch.Tensor | None = None  # off-policy correction of stale samples (max_staleness)
     staleness: torch.Tensor | None = None  # per response: updates between sampling and this one
@@ -233,13 +233,11 @@ class PPOLearner:
         logprobs, values, entropy = self.forward(self.model, batch.select(idx), need_entropy=True, full=full,
                                                  untruncated=untruncated)
         pg = core.clipped_policy_loss(logprobs, t.old_logprobs[idx], t.advantages[idx], mask, cfg.cliprange)
-        moved = pg.approx_kl
-        if self.sampling.truncates():
-            # A sampled token at the edge of the top-k/top-p set can leave it after a small step:
-            # its log-prob under the sampled distribution drops to the floor and its log-ratio to
-            # the clamp (the clipped loss then ignores it), and that one token would stop the
-            # epochs. How far the step moved the policy is read without the truncation.
-            moved = core.approx_kl(untruncated[0], t.old_untruncated[idx], mask)
+        # How far the step moved the policy, read without top-k/top-p (the same as the loss's
+        # log-ratio when nothing truncates): a sampled token at the edge of the top-p set can
+        # leave it after a small step, its sampled log-prob dropping to the floor and its
+        # log-ratio to the clamp (the clipped loss ignores it), and that one token would stop the epochs.
+        moved = core.approx_kl(untruncated[0], t.old_untruncated[idx], mask)
         if cfg.early_stop_kl is not None and not critic_only:
             # One all-reduce, so every rank stops at the same minibatch (a rank that stepped alone
             # would wait forever in DDP's gradient all-reduce).

@@ -314,9 +314,9 @@ def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, r
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as directory:
-        check_free_space(directory, checkpoint_bytes(learner.inner))
-        if not cfg.run_storage.remote:
-            check_free_space(cfg.run.output_dir, checkpoint_bytes(learner.inner))
+        needed = checkpoint_bytes(learner.inner)
+        for disk in [directory] + ([] if cfg.run_storage.remote else [cfg.run.output_dir]):
+            check_free_space(disk, needed)
         save_checkpoint(Path(directory), learner.inner, learner.ppo, state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
                          checkpoint_dir_name=f"checkpoint_{state.iteration:06d}")

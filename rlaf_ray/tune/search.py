@@ -207,6 +207,7 @@ def tune_search(cfg: RLAFConfig, address: str | None = None, resume: bool = Fals
     user_cfg = resolve_paths(cfg)
     prepared = prepare(cfg, ("train",))
     store = prepared.run_storage  # a path, or a URI with a local mirror (rlaf_ray.storage)
+    store.probe()  # a URI these credentials cannot write: one line now, before Ray
     check_resume(cfg, store, resume)
 
     init_ray(address)

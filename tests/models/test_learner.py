@@ -195,37 +195,9 @@ def test_a_checkpoint_that_would_not_fit_is_refused(setup, tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
-def test_nucleus_sampling_alone_is_no_kl_to_the_base(policy_path):
-    """With top_p < 1 the learner scores the sampled (truncated, renormalized) distribution, but
-    the KL to the base compares untruncated log-probs: an adapter that has not moved (B = 0) is at
-    KL 0 exactly, though its sampled tokens' log-probs exceed the base's."""
-    cfg = from_dict({"model": {"name_or_path": policy_path},
-                     "lora": {"dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
-                     "generation": {"max_new_tokens": 8, "top_p": 0.9},
-                     "ppo": {"batch_size": 8, "num_minibatches": 2}, "resources": {"learner": {"num_workers": 1}}})
-    torch.manual_seed(0)
-    model = PolicyWithValueHead(load_policy(cfg.model, cfg.lora))
-    tokenizer = load_tokenizer(cfg.model)
-    learner = PPOLearner(cfg.ppo, model, cfg.generation, tokenizer.eos_token_id)
-    out = RolloutWorker(cfg.model, cfg.lora, cfg.generation).generate(["#Person1#: Hello, how are you?\n#Person2#:"] * 8,
-                                                                      seed=0)
-    batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id)
-    scores = torch.linspace(0, 1, 8)
-    targets = learner.targets(batch, scores, torch.ones(8, dtype=torch.bool))
-    mask = targets.mask.bool()
-    assert torch.equal(targets.kl[mask], torch.zeros_like(targets.kl[mask]))
-    gain = (targets.old_logprobs - targets.ref_logprobs)[mask]
-    assert (gain >= -1e-5).all() and (gain > 1e-3).any()  # the nucleus renormalized: sampled tokens gain
-
-
-def test_a_token_leaving_the_nucleus_does_not_stop_the_epochs(policy_path):
-    """Under top-p, a sampled token at the nucleus' edge can leave it after a small step; its
-    sampled log-prob falls to the floor. That is no sign the policy moved far: the early stop
-    reads the untruncated log-probs. Without truncation the same log-ratio is a real move."""
-    import dataclasses
-
-    from rlaf_ray.config import GenerationSettings
-
+@pytest.fixture
+def nucleus(policy_path):
+    """A fresh adapter (B = 0) sampling 8 responses at top_p 0.9, its learner and their targets."""
     cfg = from_dict({"model": {"name_or_path": policy_path},
                      "lora": {"dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
                      "generation": {"max_new_tokens": 8, "top_p": 0.9},
@@ -237,12 +209,37 @@ def test_a_token_leaving_the_nucleus_does_not_stop_the_epochs(policy_path):
     out = RolloutWorker(cfg.model, cfg.lora, cfg.generation).generate(["#Person1#: Hello, how are you?\n#Person2#:"] * 8,
                                                                       seed=0)
     batch = collate(out["prompt_ids"], out["response_ids"], tokenizer.pad_token_id)
-    nucleus = PPOLearner(cfg.ppo, model, cfg.generation, tokenizer.eos_token_id)
-    targets = nucleus.targets(batch, torch.linspace(0, 1, 8), torch.ones(8, dtype=torch.bool))
+    learner = PPOLearner(cfg.ppo, model, cfg.generation, tokenizer.eos_token_id)
+    targets = learner.targets(batch, torch.linspace(0, 1, 8), torch.ones(8, dtype=torch.bool))
+    return cfg, model, tokenizer, batch, learner, targets
+
+
+def test_nucleus_sampling_alone_is_no_kl_to_the_base(nucleus):
+    """With top_p < 1 the learner scores the sampled (truncated, renormalized) distribution, but
+    the KL to the base compares untruncated log-probs: an adapter that has not moved (B = 0) is at
+    KL 0 exactly, though its sampled tokens' log-probs exceed the base's."""
+    targets = nucleus[-1]
+    mask = targets.mask.bool()
+    assert torch.equal(targets.kl[mask], torch.zeros_like(targets.kl[mask]))
+    gain = (targets.old_logprobs - targets.ref_logprobs)[mask]
+    assert (gain >= -1e-5).all() and (gain > 1e-3).any()  # the nucleus renormalized: sampled tokens gain
+
+
+def test_a_token_leaving_the_nucleus_does_not_stop_the_epochs(nucleus):
+    """Under top-p, a sampled token at the nucleus' edge can leave it after a small step; its
+    sampled log-prob falls to the floor. That is no sign the policy moved far: the early stop
+    reads the untruncated log-probs. Without truncation the same log-ratio is a real move."""
+    import dataclasses
+
+    from rlaf_ray.config import GenerationSettings
+
+    cfg, model, tokenizer, batch, learner, targets = nucleus
     left = dataclasses.replace(targets, old_logprobs=targets.old_logprobs.clone())
     left.old_logprobs[0, 0] += 30.0  # now 30 nats below where it was sampled: out of the nucleus
     everything = torch.arange(8)
-    assert nucleus.minibatch_step(batch, left, everything) is not None  # the step is taken
+    assert learner.minibatch_step(batch, left, everything) is not None  # the step is taken
 
     plain = PPOLearner(cfg.ppo, model, GenerationSettings(max_new_tokens=8), tokenizer.eos_token_id)
-    assert plain.minibatch_step(batch, left, everything) is None  # a real 30-nat move: stopped
+    # Nothing truncates: the sampled log-probs are the untruncated ones.
+    moved = dataclasses.replace(left, old_untruncated=left.old_logprobs)
+    assert plain.minibatch_step(batch, moved, everything) is None  # a real 30-nat move: stopped
