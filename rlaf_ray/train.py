@@ -2,7 +2,7 @@
 
 ``train`` checks everything it can before any actor starts, starts the rollout and reward actors
 (``rlaf_ray.roles``), and runs the learner group as a Ray Train ``TorchTrainer`` whose per-rank
-function is ``rlaf_ray.roles.learner.learner_loop``. It is the one entry of the command line,
+function is ``rlaf_ray.roles.learner.learner_loop`` (entered through ``learner_entry``). It is the one entry of the command line,
 the Tune trials and ``ray job submit``.
 """
 
@@ -30,7 +30,7 @@ from rlaf_ray.interrupt import (
 )
 from rlaf_ray.placement import ensure_shared_output, placed, scaling_config
 from rlaf_ray.preflight import prepare
-from rlaf_ray.roles.learner import learner_loop
+from rlaf_ray.roles.learner_entry import learner_entry
 from rlaf_ray.roles.reward import RewardWorker
 from rlaf_ray.roles.rollout import RolloutWorker
 from rlaf_ray.run_guard import check_run_dir, save_run_config
@@ -131,8 +131,10 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
     stop = start_stop_request()
     try:
         trainer = TorchTrainer(
-            learner_loop,
-            train_loop_config={"config": cfg, "rollout": roles.rollout, "reward": roles.reward,
+            learner_entry,
+            # The role actors' handles travel by reference: a handle unpickled in Ray Train's
+            # controller would import its class's module there (torch, peft: see learner_entry).
+            train_loop_config={"config": cfg, "roles": ray.put((roles.rollout, roles.reward)),
                                "num_prompts": stats["rows"], "stop": stop},
             scaling_config=scaling_config(cfg.resources.learner),
             run_config=ray.train.RunConfig(

@@ -155,15 +155,17 @@ def search_config(policy_path: str, classifier_path: str, tmp_path: Path, **tune
     return config
 
 
-def trained_adapter(policy_path, directory) -> str:
-    """A LoRA adapter with non-zero weights (B starts at zero: perturb it so merging matters)."""
+def trained_adapter(policy_path, directory, target_modules=("q_proj", "v_proj")) -> str:
+    """A LoRA adapter with non-zero weights (B starts at zero: perturb it so merging matters);
+    ``target_modules`` None: peft's default for the architecture."""
     import torch
 
     from rlaf_ray.config import LoraSettings, ModelSettings
     from rlaf_ray.models.policy import load_policy
 
     torch.manual_seed(0)
-    policy = load_policy(ModelSettings(name_or_path=policy_path), LoraSettings(target_modules=["q_proj", "v_proj"]))
+    targets = None if target_modules is None else list(target_modules)
+    policy = load_policy(ModelSettings(name_or_path=policy_path), LoraSettings(target_modules=targets))
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:

@@ -77,10 +77,11 @@ class Flight:
 
 
 def learner_loop(loop_config: dict) -> None:
-    """Ray Train's per-rank function. ``loop_config``: the run's config, the role actors, and
-    the number of prompts (``num_prompts``)."""
+    """Ray Train's per-rank function. ``loop_config``: the run's config, the role actors (an
+    ObjectRef of the rollout and the reward actors' lists), and the number of prompts
+    (``num_prompts``)."""
     cfg: RLAFConfig = loop_config["config"]
-    rollout_workers, reward_workers = loop_config["rollout"], loop_config["reward"]
+    rollout_workers, reward_workers = ray.get(loop_config["roles"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
     roles = RankRoles(rollout_workers, reward_workers, rollout_routes(

@@ -1,19 +1,25 @@
-"""`ray job submit` against a real local head: the path users take on clusters."""
+"""`ray job submit` against a real local head, with token authentication, writing to a real S3
+server on this machine (moto's): the path users take on clusters, where results must outlive the
+machines. Every file of a run reaches the bucket; a job that resumes the run on a machine that
+never saw it (its local mirror deleted) continues from the bucket's checkpoint and writes the
+report there; a relative output_dir is refused in one line."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
+
+BUCKET = "rlaf-test"
 
 
 def free_port() -> int:
@@ -22,20 +28,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def s3_server():
+    """moto's S3 server in a thread, with one bucket; yields a client and the environment that
+    points pyarrow (and boto3) at it."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket=BUCKET)
+    try:
+        yield client, env
+    finally:
+        server.stop()
+
+
+def keys(client, prefix: str) -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {item["Key"][len(prefix):] for page in pages for item in page.get("Contents", [])}
+
+
+def read_object(client, key: str) -> str:
+    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+
+
 @pytest.mark.slow
-def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, tiny_cache, monkeypatch):
+def test_submitted_jobs_write_to_s3_resume_from_it_and_refuse_a_relative_output(no_ray, s3_server, tmp_path,
+                                                                                 world_models, tiny_cache,
+                                                                                 monkeypatch):
     import ray
 
     assert not ray.is_initialized()  # this test owns the machine's Ray
+    client, s3_env = s3_server
     # Token authentication on, as cluster.yaml has it: the head, the jobs CLI and the client share
     # one token (from the environment, so no token file of the machine is read or written).
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     port, dashboard = free_port(), free_port()
+    # The object store's credentials reach the workers from the environment `ray start` ran in,
+    # as cluster.yaml gives them the hub token: never through the job's runtime env.
     subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+                    "--disable-usage-stats"], check=True, env={**env, **s3_env}, capture_output=True, timeout=180)
     address = f"http://127.0.0.1:{dashboard}"
     try:
         # The shipped runtime env, with the hub cache moved off the cluster's shared disk.
@@ -44,31 +85,24 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
         runtime_env["env_vars"]["HF_HUB_OFFLINE"] = "1"
         env_file = tmp_path / "runtime_env.yaml"
         env_file.write_text(yaml.safe_dump(runtime_env))
-        results = tmp_path / "results"
+        assert "results/" in runtime_env["excludes"]  # the upload leaves results behind
 
-        def submit(*overrides: str) -> str:
+        def submit(*overrides: str, resume: bool = False) -> str:
             out = subprocess.run(
                 ["ray", "job", "submit", "--address", address, "--working-dir", str(REPO),
                  "--runtime-env", str(env_file), "--no-wait", "--",
                  "python", "-m", "rlaf_ray", "train", "--config", "jobs/configs/offline_tiny.yaml",
-                 "ppo.num_iterations=2", "ppo.batch_size=8", "ppo.num_minibatches=2", "generation.max_new_tokens=8",
-                 "evaluation.after_train=false", f"run.cache_dir={tiny_cache}", *overrides],
+                 *(["--resume"] if resume else []), "ppo.batch_size=4", "ppo.num_minibatches=1", "ppo.ppo_epochs=1", "generation.max_new_tokens=6",
+                 "run.checkpoint_every=1", "resources.learner.num_workers=1", f"run.cache_dir={tiny_cache}",
+                 *overrides],
                 check=True, env=env, capture_output=True, text=True, timeout=300)
             return re.search(r"raysubmit_\w+", out.stdout + out.stderr).group(0)
-
-        job_id = submit("run.name=submitted", f"run.output_dir={results}")
-        # The offline config's relative output_dir would land in Ray's temporary copy of the
-        # working directory: refused in one line before anything starts.
-        relative_id = submit("run.name=relative")
 
         # The jobs CLI with the cluster's token (Ray reads the auth mode once per process, so the
         # CLI, not an in-process client, speaks for the user here).
         def jobs(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
             return subprocess.run(["ray", "job", *args, "--address", address], env={**env, **extra_env},
                                   capture_output=True, text=True, timeout=120)
-
-        stranger = jobs("list", RAY_AUTH_TOKEN="not-the-token")
-        assert stranger.returncode != 0 and "authentication token is invalid" in stranger.stdout + stranger.stderr
 
         def wait(job: str) -> str:
             deadline = time.monotonic() + 600
@@ -77,34 +111,45 @@ def test_submitted_train_job_succeeds_and_writes_its_outputs(no_ray, tmp_path, t
                 time.sleep(1)
             return status
 
-        status = wait(job_id)
-        logs = jobs("logs", job_id).stdout
-        assert re.search(rf"Job '{job_id}' succeeded", status), logs[-3000:]
-        assert "[rlaf] done: adapter in" in logs
+        location = f"s3://{BUCKET}/results"
+        first = ("run.name=on-s3", f"run.output_dir={location}", "ppo.num_iterations=2", "evaluation.after_train=false")
+        job_id = submit(*first)
+        # The offline config's relative output_dir would land in Ray's temporary copy of the
+        # working directory: refused in one line before anything starts.
+        relative_id = submit("run.name=relative", "ppo.num_iterations=2")
+
+        stranger = jobs("list", RAY_AUTH_TOKEN="not-the-token")
+        assert stranger.returncode != 0 and "authentication token is invalid" in stranger.stdout + stranger.stderr
+
         assert re.search(rf"Job '{relative_id}' failed", wait(relative_id))
         refused = [line for line in jobs("logs", relative_id).stdout.splitlines() if "run.output_dir" in line]
         assert len(refused) == 1 and "'results' is relative, and under `ray job submit`" in refused[0], refused
 
-        run_dir = results / "submitted"
-        assert (run_dir / "final" / "adapter" / "adapter_config.json").is_file()
-        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
-        # The working directory upload left results and caches behind.
-        assert "results/" in runtime_env["excludes"]
-
-        # A job whose output_dir is a URI (file:// resolves through pyarrow as s3:// does): the run
-        # lands there, and after the job `rlaf-ray report` works on that location.
-        uri_results = tmp_path / "uri-results"
-        uri_id = submit("run.name=at-uri", f"run.output_dir=file://{uri_results}")
-        assert re.search(rf"Job '{uri_id}' succeeded", wait(uri_id)), jobs("logs", uri_id).stdout[-3000:]
-        at_uri = uri_results / "at-uri"
-        for name in ("config.yaml", "metrics.jsonl", "prompts.jsonl", "final/adapter/adapter_config.json",
+        status = wait(job_id)
+        logs = jobs("logs", job_id).stdout
+        assert re.search(rf"Job '{job_id}' succeeded", status), logs[-3000:]
+        assert f"[rlaf] done: adapter in {location}/on-s3/final/adapter" in logs
+        stored = keys(client, "results/on-s3/")
+        for name in ("config.yaml", "run.json", "data_stats.json", "parameters.json", "metrics.jsonl",
+                     "prompts.jsonl", "final/adapter/adapter_config.json", "final/adapter/adapter_model.safetensors",
                      "checkpoint_000002/learner.pt"):
-            assert (at_uri / name).is_file(), name
-        report = subprocess.run(
-            [sys.executable, "-m", "rlaf_ray", "report", "--run", f"file://{at_uri}", "evaluation.max_prompts=4",
-             "evaluation.samples_per_prompt=1", "evaluation.max_new_tokens=6"],
-            cwd=REPO, env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True, text=True, timeout=600)
-        assert report.returncode == 0, report.stderr[-3000:]
-        assert (at_uri / "report" / "summary.json").is_file()
+            assert name in stored, (name, sorted(stored))
+        assert any(k.startswith("tensorboard/") for k in stored)
+        assert len(read_object(client, "results/on-s3/metrics.jsonl").splitlines()) == 2
+
+        # Another machine: no local mirror. --resume with more iterations continues from the
+        # bucket, and the report of the trained policy lands there too.
+        shutil.rmtree(tiny_cache / "mirrors")
+        resumed_id = submit(*first[:2], "ppo.num_iterations=3", "evaluation.after_train=true",
+                            "evaluation.max_prompts=4", "evaluation.samples_per_prompt=1",
+                            "evaluation.max_new_tokens=6", resume=True)
+        assert re.search(rf"Job '{resumed_id}' succeeded", wait(resumed_id)), jobs("logs", resumed_id).stdout[-3000:]
+        assert "continuing the train run" in jobs("logs", resumed_id).stdout
+        metrics = read_object(client, "results/on-s3/metrics.jsonl").splitlines()
+        assert [int(line.split('"iteration": ')[1].split(",")[0]) for line in metrics] == [1, 2, 3]
+        stored = keys(client, "results/on-s3/")
+        for name in ("config.1.yaml", "checkpoint_000003/learner.pt", "report/summary.json",
+                     "report/base/metrics.json", "report/trained/metrics.json"):
+            assert name in stored, (name, sorted(stored))  # the first settings kept beside the new ones
     finally:
         subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)

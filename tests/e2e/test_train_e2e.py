@@ -1,11 +1,13 @@
-"""End to end on local Ray: 2 learners, 1 rollout, 1 reward actor; the reward must rise. The run
-uses the critic-free rloo estimator (groups of 4 responses per prompt, each group on one rank):
-the gae estimator learns end to end in the demo test and in the repeatability test's runs."""
+"""End to end on local Ray: 2 learners, 1 rollout, 1 reward actor; the reward must rise, and the
+same config and seed give the same learning metrics again. The run uses the critic-free rloo
+estimator (groups of 4 responses per prompt, each group on one rank): the gae estimator learns end
+to end in the demo test."""
 
 import json
 import math
 
 import pytest
+import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -20,10 +22,16 @@ REQUIRED_METRICS = (
     "time/learn", "time/sync", "perf/samples_per_second", "memory/learner_peak_mib",
     "memory/rollout_peak_mib", "memory/reward_peak_mib",
 )
+# Wall-clock and memory readings differ between runs by nature; everything else must not.
+VARYING_PREFIXES = ("time/", "perf/", "memory/")
+
+
+def learning_metrics(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if not k.startswith(VARYING_PREFIXES)} for m in metrics]
 
 
 @pytest.mark.slow
-def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifier_path, tmp_path):
+def test_ppo_learns_a_known_reward_and_learns_it_again_identically(ray_local, policy_path, classifier_path, tmp_path):
     config = base_config(
         policy_path, classifier_path, tmp_path,
         reward={"callable": "tests.rewards:prefers_questions"},
@@ -60,15 +68,16 @@ def test_ppo_learns_a_known_reward_and_resumes(ray_local, policy_path, classifie
     assert json.loads((run_dir / "parameters.json").read_text())["value_head"] == 0
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
-    # Started again with the same name and more iterations (--resume): resumes from the checkpoint,
-    # keeping the first settings beside the new ones.
-    first_config = (run_dir / "config.yaml").read_text()
-    config["ppo"]["num_iterations"] = 14
-    train(from_dict(config), resume=True)
-    assert (run_dir / "config.1.yaml").read_text() == first_config
-    assert "num_iterations: 14" in (run_dir / "config.yaml").read_text()
-    resumed = read_metrics(run_dir)
-    assert [m["iteration"] for m in resumed] == list(range(1, 15))
-    assert resumed[:12] == metrics  # nothing before the checkpoint was redone or lost
-    assert resumed[12]["policy/version"] == 13
-    assert resumed[12]["data/epoch"] >= metrics[-1]["data/epoch"]
+    # resident memory of the processes (no GPU here): a tiny model still needs its runtime
+    assert all(100 < m[f"memory/{role}_peak_mib"] < 20_000 for m in metrics
+               for role in ("learner", "rollout", "reward"))
+    state = torch.load(run_dir / "checkpoint_000012" / "learner.pt", weights_only=True)
+    assert set(state) == {"optimizer", "kl_ctl", "generator", "reward_stats"}
+
+    # Repeatable: the same config and seed on the same machine give the same learning metrics. On
+    # CPU run.deterministic changes nothing: the second run also shows that it runs everywhere
+    # (learner ranks, rollout actor) without an operation that lacks a deterministic version.
+    again = train(from_dict({**config, "run": {**config["run"], "name": "again", "deterministic": True}}))
+    a, b = learning_metrics(metrics), learning_metrics(read_metrics(again))
+    assert len(a[0]) > 10  # the learning metrics are there, not just the iteration
+    assert a == b
