@@ -55,6 +55,8 @@ def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors(
     for key in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean", "perplexity", "distinct_2"):
         assert metrics2[key] == pytest.approx(metrics[key])
     assert 0 < metrics["time_share/generate"] < 1
+    # no adapter: no KL to the base, and none recorded per sample
+    assert metrics["kl"] == 0.0 and all("kl" not in row for row in rows.values())
 
 
 @pytest.mark.slow
@@ -68,16 +70,15 @@ def test_meter_judges_samples_and_measures_the_adapters_kl(ray_local, policy_pat
     cfg = prepare(meter_config(policy_path, classifier_path, tmp_path, DATA / "detox_world" / "{split}.jsonl",
                                max_prompts=3, max_new_tokens=24, top_p=1.0, judge="detox_world"),
                   ("train",), evaluation=True)
-    base, trained = measure(cfg, None, tmp_path / "base"), measure(cfg, adapter, tmp_path / "trained")
+    trained = measure(cfg, adapter, tmp_path / "trained")
     rows = [json.loads(line) for line in trained.samples_path.read_text().splitlines()]
     texts = [c for r in rows for c in r["continuations"]]
     # the exact judges, sample by sample, and their rates
     assert [t for r in rows for t in r["toxic"]] == [world.is_toxic(c) for c in texts]
     assert [g for r in rows for g in r["grammatical"]] == [world.is_grammatical(c) for c in texts]
     assert trained.metrics["toxic_rate"] == sum(map(world.is_toxic, texts)) / len(texts)
-    # KL to the base: none for the base itself; for the perturbed adapter, the mean summed log-ratio
+    # KL to the base of the perturbed adapter: the mean summed log-ratio (the base's own: the test above)
     kl = [k for r in rows for k in r["kl"]]
-    assert base.metrics["kl"] == 0.0 and "kl" not in json.loads(base.samples_path.read_text().splitlines()[0])
     assert trained.metrics["kl"] == pytest.approx(statistics.mean(kl)) and trained.metrics["kl"] > 0
 
 
