@@ -38,13 +38,19 @@ def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path, base_given
     assert torch.allclose(merged, with_adapter, atol=1e-4)
 
 
-def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_cache):
-    cache = ["--cache-dir", str(tiny_cache)]
-    missing = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", "tiny:llama", *cache,
-                              "--adapter", str(tmp_path / "no-adapter"), "--out", str(tmp_path / "x")],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1] == (
+def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_cache, capsys):
+    # ``main`` is what the ``rlaf-ray`` script calls: run here, the four commands cost one import
+    # of the libraries, not four.
+    from rlaf_ray.cli import main
+
+    def merge(adapter, out, *flags: str) -> tuple[int, str]:
+        status = main(["merge", "--base", "tiny:llama", "--cache-dir", str(tiny_cache), "--adapter", str(adapter),
+                       "--out", str(out), *flags])
+        return status, capsys.readouterr().err
+
+    status, err = merge(tmp_path / "no-adapter", tmp_path / "x")
+    assert status == 2
+    assert err.strip().splitlines()[-1] == (
         f"rlaf-ray: error: --adapter '{tmp_path / 'no-adapter'}': no adapter_config.json in it; "
         "expected a PEFT adapter directory")
     assert not (tmp_path / "x").exists()
@@ -52,26 +58,19 @@ def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_c
     from rlaf_ray.models.tiny import resolve_model
 
     adapter = trained_adapter(resolve_model("tiny:llama", tiny_cache), tmp_path / "adapter")
-    merged = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", "tiny:llama", *cache,
-                             "--adapter", adapter, "--out", str(tmp_path / "merged")],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert merged.returncode == 0, merged.stderr[-2000:]
+    status, err = merge(adapter, tmp_path / "merged")
+    assert status == 0, err[-2000:]
     weights = list((tmp_path / "merged").glob("*.safetensors"))
     assert weights
 
     # An --out that holds something is never replaced without being asked.
-    def merge_again(*flags: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", "--base", "tiny:llama", *cache,
-                               "--adapter", adapter, "--out", str(tmp_path / "merged"), *flags],
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
-
     before = weights[0].stat().st_mtime_ns
-    refused = merge_again()
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+    status, err = merge(adapter, tmp_path / "merged")
+    assert status == 2 and err.strip().splitlines()[-1] == (
         f"rlaf-ray: error: --out '{tmp_path / 'merged'}': already exists; choose another path, "
         "or add --overwrite to replace it")
     assert weights[0].stat().st_mtime_ns == before
-    assert merge_again("--overwrite").returncode == 0
+    assert merge(adapter, tmp_path / "merged", "--overwrite")[0] == 0
     assert weights[0].stat().st_mtime_ns != before  # replaced whole, by a rename: nothing left beside it
     assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
