@@ -2,8 +2,8 @@
 
 ``train`` checks everything it can before any actor starts, starts the rollout and reward actors
 (``rlaf_ray.roles``), and runs the learner group as a Ray Train ``TorchTrainer`` whose per-rank
-function is ``rlaf_ray.roles.learner.learner_loop`` (entered through ``learner_entry``). It is the one entry of the command line,
-the Tune trials and ``ray job submit``.
+function is ``rlaf_ray.roles.learner.learner_loop`` (through ``learner_entry``). It is the one entry
+of the command line, the Tune trials and ``ray job submit``.
 """
 
 from __future__ import annotations
