@@ -116,7 +116,7 @@ def test_a_stopped_or_killed_driver_resumes_with_the_same_command(no_ray, policy
 
     config = base_config(policy_path, classifier_path, tmp_path, run={"name": "driver", "checkpoint_every": 4},
                          ppo={"num_iterations": ITERATIONS},
-                         resources={"learner": {"num_workers": 1, "num_cpus": 0.5}})  # the driver's fate
+                         resources={"learner": {"num_workers": 1, "num_cpus": 0.5}})  # one rank: the driver is tested
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "rlaf_ray", "train", "--config", str(path)]
