@@ -14,16 +14,17 @@ number of iterations lost is read from the checkpoints (``checkpoint_*``) that e
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
+
+from rlaf_ray.run_log import read_metrics
 
 # Jitter (a slow iteration, a checkpoint written) stays under this; a fault's recovery does not.
 SLACK_S = 5.0
 
 
 def gaps(run_dir: Path) -> tuple[float, list[tuple[int, float]]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
     median = statistics.median(r["time/iteration"] for r in rows)
     slow = []
     for before, after in zip(rows, rows[1:]):

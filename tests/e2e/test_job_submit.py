@@ -12,11 +12,11 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 import yaml
 
+from rlaf_ray.run_log import parse_lines
 from tests.conftest import REPO
 
 BUCKET = "rlaf-test"
@@ -100,16 +100,16 @@ def test_submitted_jobs_write_to_s3_resume_from_it_and_refuse_a_relative_output(
 
         # The jobs CLI with the cluster's token (Ray reads the auth mode once per process, so the
         # CLI, not an in-process client, speaks for the user here).
-        def jobs(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        def jobs(*args: str, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
             return subprocess.run(["ray", "job", *args, "--address", address], env={**env, **extra_env},
-                                  capture_output=True, text=True, timeout=120)
+                                  capture_output=True, text=True, timeout=timeout)
 
-        def wait(job: str) -> str:
-            deadline = time.monotonic() + 600
-            while (status := jobs("status", job).stdout) and not re.search(r"succeeded|failed|stopped", status, re.I):
-                assert time.monotonic() < deadline, "job did not finish in 10 minutes"
-                time.sleep(1)
-            return status
+        def finish(job: str) -> tuple[str, str]:
+            """The job's final status and its logs, once it ended: waited for by following its logs
+            (one CLI process, not one per poll beside the job on 2 cores); the logs are read again
+            after, as the stream may repeat lines it had already sent."""
+            jobs("logs", "--follow", job, timeout=600)
+            return jobs("status", job).stdout, jobs("logs", job).stdout
 
         location = f"s3://{BUCKET}/results"
         first = ("run.name=on-s3", f"run.output_dir={location}", "ppo.num_iterations=2", "evaluation.after_train=false")
@@ -121,12 +121,12 @@ def test_submitted_jobs_write_to_s3_resume_from_it_and_refuse_a_relative_output(
         stranger = jobs("list", RAY_AUTH_TOKEN="not-the-token")
         assert stranger.returncode != 0 and "authentication token is invalid" in stranger.stdout + stranger.stderr
 
-        assert re.search(rf"Job '{relative_id}' failed", wait(relative_id))
-        refused = [line for line in jobs("logs", relative_id).stdout.splitlines() if "run.output_dir" in line]
+        status, logs = finish(relative_id)
+        assert re.search(rf"Job '{relative_id}' failed", status)
+        refused = [line for line in logs.splitlines() if "run.output_dir" in line]
         assert len(refused) == 1 and "'results' is relative, and under `ray job submit`" in refused[0], refused
 
-        status = wait(job_id)
-        logs = jobs("logs", job_id).stdout
+        status, logs = finish(job_id)
         assert re.search(rf"Job '{job_id}' succeeded", status), logs[-3000:]
         assert f"[rlaf] done: adapter in {location}/on-s3/final/adapter" in logs
         stored = keys(client, "results/on-s3/")
@@ -135,7 +135,7 @@ def test_submitted_jobs_write_to_s3_resume_from_it_and_refuse_a_relative_output(
                      "checkpoint_000002/learner.pt"):
             assert name in stored, (name, sorted(stored))
         assert any(k.startswith("tensorboard/") for k in stored)
-        assert len(read_object(client, "results/on-s3/metrics.jsonl").splitlines()) == 2
+        assert len(parse_lines(read_object(client, "results/on-s3/metrics.jsonl"))) == 2
 
         # Another machine: no local mirror. --resume with more iterations continues from the
         # bucket, and the report of the trained policy lands there too.
@@ -143,10 +143,11 @@ def test_submitted_jobs_write_to_s3_resume_from_it_and_refuse_a_relative_output(
         resumed_id = submit(*first[:2], "ppo.num_iterations=3", "evaluation.after_train=true",
                             "evaluation.max_prompts=4", "evaluation.samples_per_prompt=1",
                             "evaluation.max_new_tokens=6", resume=True)
-        assert re.search(rf"Job '{resumed_id}' succeeded", wait(resumed_id)), jobs("logs", resumed_id).stdout[-3000:]
-        assert "continuing the train run" in jobs("logs", resumed_id).stdout
-        metrics = read_object(client, "results/on-s3/metrics.jsonl").splitlines()
-        assert [int(line.split('"iteration": ')[1].split(",")[0]) for line in metrics] == [1, 2, 3]
+        status, logs = finish(resumed_id)
+        assert re.search(rf"Job '{resumed_id}' succeeded", status), logs[-3000:]
+        assert "continuing the train run" in logs
+        metrics = parse_lines(read_object(client, "results/on-s3/metrics.jsonl"))
+        assert [m["iteration"] for m in metrics] == [1, 2, 3]
         stored = keys(client, "results/on-s3/")
         for name in ("config.1.yaml", "checkpoint_000003/learner.pt", "report/summary.json",
                      "report/base/metrics.json", "report/trained/metrics.json"):
