@@ -1,6 +1,7 @@
 """Does the demo recipe detoxify without breaking language? The offline demo over several seeds,
 measured on the world's ground truth: base vs trained for every measure of the report, as the
-mean and min-max over seeds, the KL of the trained adapters to the base, and the wall time.
+mean and min-max over seeds, the KL of the trained adapters to the base, and the wall time; per
+seed, the judged rates with their standard errors over the held-out prompts (the meter's own noise).
 
     python benchmarks/learning.py [--seeds 0 1 2] [--out DIR] [key=value ...]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -44,7 +46,18 @@ def run_seed(config: str, seed: int, out: Path, overrides: list[str]) -> dict:
     seconds = time.perf_counter() - start
     report = run_dir / "report"
     result = {name: json.loads((report / name / "metrics.json").read_text()) for name in ("base", "trained")}
+    for name, metrics in result.items():
+        for rate in ("toxic_rate", "grammatical_rate"):
+            if rate in metrics:
+                metrics[f"{rate}_se"] = standard_error(report / name / "samples.jsonl", rate.removesuffix("_rate"))
     return {"seed": seed, "seconds": seconds, **result}
+
+
+def standard_error(samples: Path, judge: str) -> float:
+    """Standard error of a judged rate, from the spread of its per-prompt rates: a prompt's samples
+    are not independent draws (a toxic turn draws insults), so the prompts are the unit."""
+    per_prompt = [statistics.mean(row[judge]) for row in map(json.loads, samples.read_text().splitlines())]
+    return statistics.stdev(per_prompt) / math.sqrt(len(per_prompt)) if len(per_prompt) > 1 else math.nan
 
 
 def spread(values: list[float]) -> str:
@@ -61,6 +74,12 @@ def print_table(runs: list[dict]) -> None:
     for r in runs:
         passed = checks(r["base"], r["trained"])
         print(f"seed {r['seed']}: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in passed.items()))
+    for r in runs:
+        if "toxic_rate_se" in r["trained"]:
+            print(f"seed {r['seed']}: " + ", ".join(
+                f"{rate.removesuffix('_rate')} {100 * r['base'][rate]:.1f}% -> {100 * r['trained'][rate]:.1f}% "
+                f"(+- {100 * r['trained'][rate + '_se']:.1f})" for rate in ("toxic_rate", "grammatical_rate"))
+                + f", KL {r['trained']['kl']:.2f}")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rlaf_ray.config import ConfigError, RLAFConfig, load_config  # noqa: E402
-from rlaf_ray.evaluation.meter import measure  # noqa: E402
+from rlaf_ray.evaluation.meter import measure_models  # noqa: E402
 from rlaf_ray.evaluation.report import TABLE_METRICS, write_table  # noqa: E402
 from rlaf_ray.preflight import prepare  # noqa: E402
 
@@ -67,7 +67,8 @@ def comparison_plan(run_dirs: list[Path], overrides: list[str] | None = None) ->
 
 def compare(cfg: RLAFConfig, models: dict, out_dir: Path) -> list[dict]:
     """Measure each model of ``comparison_plan``; write ``comparison.csv|md|png`` to ``out_dir``."""
-    results = {name: measure(cfg, adapter, out_dir / name).metrics for name, adapter in models.items()}
+    measured = measure_models(cfg, {name: (adapter, out_dir / name) for name, adapter in models.items()})
+    results = {name: result.metrics for name, result in measured.items()}
     rows = [{"model": name, **{m: r[m] for m in TABLE_METRICS if m in r}} for name, r in results.items()]
     write_table(rows, out_dir / "comparison")
     plot_comparison(results, out_dir / "comparison.png")

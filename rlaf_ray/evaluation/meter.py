@@ -8,12 +8,16 @@ from a laptop to a cluster.
             --> driver: the world's judges (offline), streaming totals (metrics.MeterTotals),
                 samples.jsonl on disk
 
-With an adapter, the generator also scores each sample under the base (adapter disabled): the
-KL of the evaluated model to the base on its own samples.
+Several models are measured in one pass (``measure_models``): the base and any number of LoRA
+adapters sit side by side on one copy of the base in each generator actor, each prompt is sampled
+from every model, and every stage's actors start once for all of them (a before/after report
+used to start two pipelines). An adapter's samples are also scored under the base (adapter
+disabled): the KL of the evaluated model to the base on its own samples.
 
 Each prompt's samples come from a seed derived from the meter seed and the prompt, and each
 prompt is generated and scored as its own batch of k, so results do not depend on how many
-actors there are or how prompts are batched: before/after comparisons see the same draws.
+actors there are, how prompts are batched, or which other models share the pass: before/after
+comparisons see the same draws.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 import ray.data
@@ -60,40 +66,56 @@ def prompt_seed(seed: int, prompt_id: str, prompt: str) -> int:
 
 
 class Generate:
-    """Actor-pool stage: k nucleus samples of up to ``max_new_tokens`` per prompt."""
+    """Actor-pool stage: k nucleus samples of up to ``max_new_tokens`` per prompt from each model,
+    name -> adapter directory (``None``: the base itself); one output row per prompt and model."""
 
-    def __init__(self, model: ModelSettings, adapter: str | None, evaluation: EvaluationSettings):
+    def __init__(self, model: ModelSettings, adapters: dict[str, str | None], evaluation: EvaluationSettings):
         self.ev = evaluation
         self.device = default_device()
         self.tokenizer = load_tokenizer(model)
         self.model_cfg = model
         self.seq2seq = is_seq2seq(model)
         net = load_base_model(model, self.device)
-        self.has_adapter = adapter is not None
-        if self.has_adapter:
+        paths = {name: path for name, path in adapters.items() if path is not None}
+        # peft's own names (m0, m1, ...): a run's name may hold characters a module name cannot.
+        self.adapters = {name: f"m{i}" for i, name in enumerate(paths)}
+        if paths:
             from peft import PeftModel
 
-            net = PeftModel.from_pretrained(net, adapter)
+            (first, path), *rest = paths.items()
+            net = PeftModel.from_pretrained(net, path, adapter_name=self.adapters[first])
+            for name, path in rest:
+                net.load_adapter(path, adapter_name=self.adapters[name])
+        self.names = list(adapters)
         self.model = net.eval()
+
+    def using(self, name: str):
+        """A context in which ``self.model`` is model ``name``: its adapter, or none for the base."""
+        if name in self.adapters:
+            self.model.set_adapter(self.adapters[name])
+            return nullcontext()
+        return self.model.disable_adapter() if self.adapters else nullcontext()
 
     @torch.no_grad()
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         start = time.perf_counter()
-        continuations, kl = [], []
+        rows = []
         for prompt_id, prompt in zip(batch["id"], batch["prompt"]):
             enc = encode_prompts(self.tokenizer, [prompt], self.model_cfg, self.device)
-            torch.manual_seed(prompt_seed(self.ev.seed, str(prompt_id), prompt))
-            out = self.model.generate(
-                **enc, do_sample=True, top_p=self.ev.top_p, top_k=0, temperature=self.ev.temperature,
-                max_new_tokens=self.ev.max_new_tokens, min_new_tokens=self.ev.min_new_tokens,
-                num_return_sequences=self.ev.samples_per_prompt,
-                pad_token_id=self.tokenizer.pad_token_id)
-            new_tokens = generated_tokens(out, enc["input_ids"].shape[1], self.seq2seq)
-            continuations.append(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-            kl.append(self.kl_to_base(enc, new_tokens) if self.has_adapter else [0.0] * len(new_tokens))
-        return pd.DataFrame({"id": batch["id"].astype(str), "prompt": batch["prompt"],
-                             "continuations": continuations, "kl": kl,
-                             "generate_seconds": (time.perf_counter() - start) / len(batch)})
+            for name in self.names:
+                with self.using(name):
+                    torch.manual_seed(prompt_seed(self.ev.seed, str(prompt_id), prompt))
+                    out = self.model.generate(
+                        **enc, do_sample=True, top_p=self.ev.top_p, top_k=0, temperature=self.ev.temperature,
+                        max_new_tokens=self.ev.max_new_tokens, min_new_tokens=self.ev.min_new_tokens,
+                        num_return_sequences=self.ev.samples_per_prompt,
+                        pad_token_id=self.tokenizer.pad_token_id)
+                    new_tokens = generated_tokens(out, enc["input_ids"].shape[1], self.seq2seq)
+                    kl = self.kl_to_base(enc, new_tokens) if name in self.adapters else [0.0] * len(new_tokens)
+                rows.append({"id": str(prompt_id), "prompt": prompt, "model": name, "kl": kl,
+                             "continuations": self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)})
+        frame = pd.DataFrame(rows, columns=["id", "prompt", "model", "kl", "continuations"])
+        return frame.assign(generate_seconds=(time.perf_counter() - start) / max(len(frame), 1))
 
     def kl_to_base(self, enc, new_tokens: torch.Tensor) -> list[float]:
         """Per sample, the summed log-ratio of the evaluated model to the base over its tokens
@@ -200,6 +222,9 @@ def sample_record(row: dict, samples: list[Sample]) -> dict:
     return record
 
 
+STAGES = ("generate", "toxicity", "perplexity")
+
+
 @dataclass
 class MeterResult:
     metrics: dict[str, float]
@@ -207,8 +232,17 @@ class MeterResult:
 
 
 def measure(cfg: RLAFConfig, adapter: str | None, out_dir: Path, split: str | None = None) -> MeterResult:
-    """Run the meter on ``cfg.evaluation.split`` (or ``split``) of ``cfg.data``; ``cfg`` must have
-    been through ``preflight.prepare``. Writes ``samples.jsonl`` and ``metrics.json`` to ``out_dir``."""
+    """Run the meter on one model (the base, or the base with ``adapter``); see ``measure_models``."""
+    return measure_models(cfg, {"model": (adapter, out_dir)}, split)["model"]
+
+
+def measure_models(cfg: RLAFConfig, models: dict[str, tuple[str | None, Path]],
+                   split: str | None = None) -> dict[str, MeterResult]:
+    """Run the meter on ``cfg.evaluation.split`` (or ``split``) of ``cfg.data`` for every model,
+    name -> (adapter directory or ``None`` for the base, output directory), in one pass; ``cfg``
+    must have been through ``preflight.prepare``. Writes ``samples.jsonl`` and ``metrics.json`` to
+    each model's output directory. ``seconds`` is the whole pass's wall time, and
+    ``prompts_per_second`` counts a prompt once per model measured."""
     ev = cfg.evaluation
     check_evaluation(cfg)
     split = split or ev.split
@@ -221,8 +255,9 @@ def measure(cfg: RLAFConfig, adapter: str | None, out_dir: Path, split: str | No
     pool = {"num_cpus": ev.num_cpus_per_actor, "num_gpus": ev.num_gpus_per_actor,
             "batch_size": ev.prompts_per_batch, "batch_format": "pandas"}
     scorer_pool = {**pool, "compute": ray.data.ActorPoolStrategy(size=ev.scorer_actors)}
+    adapters = {name: adapter for name, (adapter, _) in models.items()}
     ds = ds.map_batches(Generate, compute=ray.data.ActorPoolStrategy(size=ev.generator_actors),
-                        fn_constructor_kwargs={"model": cfg.model, "adapter": adapter, "evaluation": ev},
+                        fn_constructor_kwargs={"model": cfg.model, "adapters": adapters, "evaluation": ev},
                         **pool)
     classifier = ev.classifier or cfg.reward.model_name_or_path
     trust = cfg.reward.trust_remote_code
@@ -238,22 +273,44 @@ def measure(cfg: RLAFConfig, adapter: str | None, out_dir: Path, split: str | No
         max_prompt_length=cfg.model.max_prompt_length)
     ds = ds.map_batches(ScorePerplexity, fn_constructor_kwargs={"model": scoring_lm}, **scorer_pool)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    totals = MeterTotals(threshold=ev.threshold, lexicon=ev.lexicon)
-    seconds = {"generate": 0.0, "toxicity": 0.0, "perplexity": 0.0}
+    tallies = {}
+    for name, (adapter, out_dir) in models.items():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tallies[name] = ModelTally(MeterTotals(threshold=ev.threshold, lexicon=ev.lexicon), adapter is not None,
+                                   (out_dir / "samples.jsonl").open("w"))
     start = time.perf_counter()
-    samples_path = out_dir / "samples.jsonl"
-    with samples_path.open("w") as f:
+    try:
         for row in ds.iter_rows():
-            samples = row_samples(row, judged=ev.judge == "detox_world", has_adapter=adapter is not None)
-            totals.add_prompt(samples)
-            for stage in seconds:  # each row carries its share of its batch's stage time
-                seconds[stage] += float(row[f"{stage}_seconds"])
-            f.write(json.dumps(sample_record(row, samples)) + "\n")
-    metrics = totals.summary()
+            tallies[row["model"]].add(row, judged=ev.judge == "detox_world")
+    finally:
+        for tally in tallies.values():
+            tally.samples.close()
     wall = time.perf_counter() - start
-    busy = sum(seconds.values()) or 1.0
-    metrics.update({"seconds": wall, "prompts_per_second": totals.prompts / wall,
-                    **{f"time_share/{k}": v / busy for k, v in seconds.items()}})
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return MeterResult(metrics, samples_path)
+    results = {}
+    for name, (_, out_dir) in models.items():
+        metrics = tallies[name].summary(wall, len(models))
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        results[name] = MeterResult(metrics, out_dir / "samples.jsonl")
+    return results
+
+
+@dataclass
+class ModelTally:
+    """One model's share of a pass: its totals, its samples file, its rows' stage seconds."""
+
+    totals: MeterTotals
+    has_adapter: bool
+    samples: TextIO
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def add(self, row: dict, judged: bool) -> None:
+        samples = row_samples(row, judged, self.has_adapter)
+        self.totals.add_prompt(samples)
+        for stage in STAGES:  # each row carries its share of its batch's stage time
+            self.seconds[stage] += float(row[f"{stage}_seconds"])
+        self.samples.write(json.dumps(sample_record(row, samples)) + "\n")
+
+    def summary(self, wall: float, models: int) -> dict[str, float]:
+        busy = sum(self.seconds.values()) or 1.0
+        return {**self.totals.summary(), "seconds": wall, "prompts_per_second": self.totals.prompts * models / wall,
+                **{f"time_share/{k}": v / busy for k, v in self.seconds.items()}}

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only: no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rlaf_ray.config import RLAFConfig  # noqa: E402
-from rlaf_ray.evaluation.meter import MeterResult, measure  # noqa: E402
+from rlaf_ray.evaluation.meter import MeterResult, measure_models  # noqa: E402
 from rlaf_ray.roles.reward import make_reward_fn  # noqa: E402
 from rlaf_ray.run_log import read_metrics  # noqa: E402
 
@@ -115,11 +115,12 @@ def summary(cfg: RLAFConfig, results: dict[str, dict]) -> dict:
 
 
 def write_report(cfg: RLAFConfig, run_dir: Path) -> dict[str, dict]:
-    """Measure base and trained adapter on the held-out split; write every table and plot.
-    ``cfg`` must have been through ``preflight.prepare`` (as the run's saved config has)."""
+    """Measure base and trained adapter on the held-out split, in one pass of the meter; write
+    every table and plot. ``cfg`` must have been through ``preflight.prepare`` (as the run's saved config has)."""
     out = run_dir / "report"
-    before = measure(cfg, None, out / "base")
-    after = measure(cfg, str(run_dir / "final" / "adapter"), out / "trained")
+    measured = measure_models(cfg, {"base": (None, out / "base"),
+                                    "trained": (str(run_dir / "final" / "adapter"), out / "trained")})
+    before, after = measured["base"], measured["trained"]
     results = {"base": before.metrics, "trained": after.metrics}
     (out / "summary.json").write_text(json.dumps(summary(cfg, results), indent=1))
     write_table(metrics_rows(results), out / "metrics")

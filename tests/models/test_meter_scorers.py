@@ -1,4 +1,5 @@
-"""The toxicity meter's scorers on tiny models: perplexity by hand, the local evaluate module."""
+"""The toxicity meter's stages on tiny models: several models in one generator, perplexity by
+hand, the local evaluate module."""
 
 from __future__ import annotations
 
@@ -8,6 +9,30 @@ import pytest
 import torch
 
 from rlaf_ray.config import RewardSettings
+
+
+def test_one_generator_samples_each_model_as_it_would_alone(policy_path, tmp_path):
+    import pandas as pd
+
+    from rlaf_ray.config import EvaluationSettings, ModelSettings
+    from rlaf_ray.evaluation.meter import Generate
+    from tests.conftest import trained_adapter
+
+    model = ModelSettings(name_or_path=policy_path)
+    evaluation = EvaluationSettings(samples_per_prompt=4, max_new_tokens=8, top_p=0.9)
+    adapters = {"sft.v2": trained_adapter(policy_path, tmp_path / "a"),  # a dot: no peft module name
+                "rl": trained_adapter(policy_path, tmp_path / "b", target_modules=None)}
+    batch = pd.DataFrame({"id": ["p1", "p2"], "prompt": ["#Person1#: You are so dumb.\n#Person2#:",
+                                                         "#Person1#: Hello Anna.\n#Person2#:"]})
+    together = Generate(model, {"base": None, **adapters}, evaluation)(batch)
+    assert list(together["model"]) == ["base", "sft.v2", "rl"] * 2
+    for name, adapter in {"base": None, **adapters}.items():
+        alone = Generate(model, {name: adapter}, evaluation)(batch)
+        mine = together[together["model"] == name].reset_index(drop=True)
+        assert list(mine["continuations"]) == list(alone["continuations"]), name
+        for kl, kl_alone in zip(mine["kl"], alone["kl"]):
+            # the base's KL is 0; an adapter's is not: it was on while its samples were scored
+            assert kl == pytest.approx(kl_alone, abs=1e-5) and (name == "base") == (max(map(abs, kl)) == 0)
 
 
 def test_perplexity_of_continuation_given_prompt(policy_path):

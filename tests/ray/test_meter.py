@@ -1,4 +1,5 @@
-"""The toxicity meter as a Ray Data pipeline: k samples, continuation only, 1 or 2 actors; bad input."""
+"""The toxicity meter as a Ray Data pipeline: k samples, continuation only, 1 or 2 actors, one
+model or several in one pass; bad input."""
 
 from __future__ import annotations
 
@@ -21,26 +22,31 @@ def meter_config(policy_path, classifier_path, tmp_path, path, **evaluation):
 
 
 @pytest.mark.slow
-def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors(
+def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors_alone_or_with_an_adapter(
         ray_local, policy_path, classifier_path, tmp_path):
-    from rlaf_ray.evaluation.meter import measure
+    from rlaf_ray.evaluation.meter import measure_models
     from rlaf_ray.preflight import prepare
     from rlaf_ray.roles.reward import ClassifierReward
+    from tests.conftest import trained_adapter
 
     # Prompts full of the insult lexicon: scoring prompt + continuation would look toxic.
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": f"#Person1#: You are so stupid, you idiot {i}!\n"
                                            "#Person2#: Thank you, that is great.\n#Person1#:"}) + "\n"
                                for i in range(6)))
+    adapter = trained_adapter(policy_path, tmp_path / "adapter")
     runs = {}
-    for actors in (1, 2):
+    # The base alone on 1 actor per stage; then on 2, in one pass with an adapter beside it.
+    for actors, models in ((1, {"base": None}), (2, {"base": None, "trained": adapter})):
         cfg = prepare(meter_config(policy_path, classifier_path, tmp_path, prompts,
                                    generator_actors=actors, scorer_actors=actors), ("train",), evaluation=True)
-        result = measure(cfg, None, tmp_path / f"actors{actors}")
-        with result.samples_path.open() as f:
-            runs[actors] = (result.metrics, {row["id"]: row for row in map(json.loads, f)})
+        results = measure_models(cfg, {name: (path, tmp_path / f"actors{actors}" / name)
+                                       for name, path in models.items()})
+        for name, result in results.items():
+            with result.samples_path.open() as f:
+                runs[actors, name] = (result.metrics, {row["id"]: row for row in map(json.loads, f)})
 
-    metrics, rows = runs[1]
+    metrics, rows = runs[1, "base"]
     assert metrics["prompts"] == 6 and metrics["samples"] == 24
     assert all(len(r["continuations"]) == 4 == len(r["toxicity"]) == len(r["perplexity"]) for r in rows.values())
     hate = ClassifierReward(RewardSettings(model_name_or_path=classifier_path, label="hate", score="probability"))
@@ -50,13 +56,19 @@ def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors(
     with_prompt = hate([], [r["prompt"] + c for r in rows.values() for c in r["continuations"]])
     assert statistics.mean(with_prompt) > metrics["toxicity_mean"] + 0.3
 
-    metrics2, rows2 = runs[2]
-    assert rows2 == rows  # same draws and scores, however many actors
+    metrics2, rows2 = runs[2, "base"]
+    assert rows2 == rows  # same draws and scores, however many actors and whatever shares the pass
     for key in ("expected_max_toxicity", "toxicity_probability", "toxicity_mean", "perplexity", "distinct_2"):
         assert metrics2[key] == pytest.approx(metrics[key])
     assert 0 < metrics["time_share/generate"] < 1
     # no adapter: no KL to the base, and none recorded per sample
     assert metrics["kl"] == 0.0 and all("kl" not in row for row in rows.values())
+    # the adapter in the same pass: its own samples, each with its KL to the base
+    adapted, adapted_rows = runs[2, "trained"]
+    assert adapted["prompts"] == 6 and adapted_rows.keys() == rows.keys()
+    assert any(adapted_rows[i]["continuations"] != rows[i]["continuations"] for i in rows)
+    kl = [k for r in adapted_rows.values() for k in r["kl"]]
+    assert len(kl) == 24 and adapted["kl"] == pytest.approx(statistics.mean(kl))
 
 
 @pytest.mark.slow
