@@ -1,5 +1,5 @@
 """The toxicity meter as a Ray Data pipeline: k samples, continuation only, 1 or 2 actors, one
-model or several in one pass; bad input."""
+model or several in one pass, the world's judges, an adapter's KL; bad input."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def meter_config(policy_path, classifier_path, tmp_path, path, **evaluation):
 @pytest.mark.slow
 def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors_alone_or_with_an_adapter(
         ray_local, policy_path, classifier_path, tmp_path):
+    from rlaf_ray import world
     from rlaf_ray.evaluation.meter import measure_models
     from rlaf_ray.preflight import prepare
     from rlaf_ray.roles.reward import ClassifierReward
@@ -38,7 +39,7 @@ def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors_alo
     runs = {}
     # The base alone on 1 actor per stage; then on 2, in one pass with an adapter beside it.
     for actors, models in ((1, {"base": None}), (2, {"base": None, "trained": adapter})):
-        cfg = prepare(meter_config(policy_path, classifier_path, tmp_path, prompts,
+        cfg = prepare(meter_config(policy_path, classifier_path, tmp_path, prompts, judge="detox_world",
                                    generator_actors=actors, scorer_actors=actors), ("train",), evaluation=True)
         results = measure_models(cfg, {name: (path, tmp_path / f"actors{actors}" / name)
                                        for name, path in models.items()})
@@ -66,32 +67,13 @@ def test_meter_pipeline_k_samples_continuation_only_same_with_1_and_2_actors_alo
     # the adapter in the same pass: its own samples, each with its KL to the base
     adapted, adapted_rows = runs[2, "trained"]
     assert adapted["prompts"] == 6 and adapted_rows.keys() == rows.keys()
-    assert any(adapted_rows[i]["continuations"] != rows[i]["continuations"] for i in rows)
     kl = [k for r in adapted_rows.values() for k in r["kl"]]
-    assert len(kl) == 24 and adapted["kl"] == pytest.approx(statistics.mean(kl))
-
-
-@pytest.mark.slow
-def test_meter_judges_samples_and_measures_the_adapters_kl(ray_local, policy_path, classifier_path, tmp_path):
-    from rlaf_ray import world
-    from rlaf_ray.evaluation.meter import measure
-    from rlaf_ray.preflight import prepare
-    from tests.conftest import trained_adapter
-
-    adapter = trained_adapter(policy_path, tmp_path / "adapter")
-    cfg = prepare(meter_config(policy_path, classifier_path, tmp_path, DATA / "detox_world" / "{split}.jsonl",
-                               max_prompts=3, max_new_tokens=24, top_p=1.0, judge="detox_world"),
-                  ("train",), evaluation=True)
-    trained = measure(cfg, adapter, tmp_path / "trained")
-    rows = [json.loads(line) for line in trained.samples_path.read_text().splitlines()]
-    texts = [c for r in rows for c in r["continuations"]]
-    # the exact judges, sample by sample, and their rates
-    assert [t for r in rows for t in r["toxic"]] == [world.is_toxic(c) for c in texts]
-    assert [g for r in rows for g in r["grammatical"]] == [world.is_grammatical(c) for c in texts]
-    assert trained.metrics["toxic_rate"] == sum(map(world.is_toxic, texts)) / len(texts)
-    # KL to the base of the perturbed adapter: the mean summed log-ratio (the base's own: the test above)
-    kl = [k for r in rows for k in r["kl"]]
-    assert trained.metrics["kl"] == pytest.approx(statistics.mean(kl)) and trained.metrics["kl"] > 0
+    assert len(kl) == 24 and adapted["kl"] == pytest.approx(statistics.mean(kl)) and min(map(abs, kl)) > 0
+    # the world's exact judges, sample by sample, and their rates
+    texts = [c for r in adapted_rows.values() for c in r["continuations"]]
+    assert [t for r in adapted_rows.values() for t in r["toxic"]] == [world.is_toxic(c) for c in texts]
+    assert [g for r in adapted_rows.values() for g in r["grammatical"]] == [world.is_grammatical(c) for c in texts]
+    assert adapted["toxic_rate"] == sum(map(world.is_toxic, texts)) / len(texts)
 
 
 def test_bad_input_label_empty_prompts_and_k(ray_local, policy_path, classifier_path, tmp_path):
