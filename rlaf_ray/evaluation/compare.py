@@ -66,7 +66,8 @@ def comparison_plan(run_dirs: list[Path], overrides: list[str] | None = None) ->
 
 
 def compare(cfg: RLAFConfig, models: dict, out_dir: Path) -> list[dict]:
-    """Measure each model of ``comparison_plan``; write ``comparison.csv|md|png`` to ``out_dir``."""
+    """Measure every model of ``comparison_plan`` in one pass of the meter; write
+    ``comparison.csv|md|png`` to ``out_dir``."""
     measured = measure_models(cfg, {name: (adapter, out_dir / name) for name, adapter in models.items()})
     results = {name: result.metrics for name, result in measured.items()}
     rows = [{"model": name, **{m: r[m] for m in TABLE_METRICS if m in r}} for name, r in results.items()]
