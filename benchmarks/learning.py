@@ -74,7 +74,6 @@ def print_table(runs: list[dict]) -> None:
     for r in runs:
         passed = checks(r["base"], r["trained"])
         print(f"seed {r['seed']}: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in passed.items()))
-    for r in runs:
         if "toxic_rate_se" in r["trained"]:
             print(f"seed {r['seed']}: " + ", ".join(
                 f"{rate.removesuffix('_rate')} {100 * r['base'][rate]:.1f}% -> {100 * r['trained'][rate]:.1f}% "

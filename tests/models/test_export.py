@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,18 +11,25 @@ from transformers import AutoModelForCausalLM
 
 from rlaf_ray.config import GenerationSettings, LoraSettings, ModelSettings
 from rlaf_ray.models.policy import load_policy
-from tests.conftest import REPO, trained_adapter
+from tests.conftest import trained_adapter
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    """``rlaf-ray <args>`` run here: ``main`` is what the script calls, so the file's commands cost
+    one import of the libraries, not one each. Returns the exit status and stderr."""
+    from rlaf_ray.cli import main
+
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("base_given", [True, False], ids=["--base", "base-from-adapter-config"])
-def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path, base_given):
+def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path, base_given, capsys):
     adapter = trained_adapter(policy_path, tmp_path / "adapter")
     out = tmp_path / "merged"
     base_args = ["--base", policy_path] if base_given else []  # else: the adapter's own config names it
-    result = subprocess.run([sys.executable, "-m", "rlaf_ray", "merge", *base_args, "--adapter", adapter,
-                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ})
-    assert result.returncode == 0, result.stderr[-2000:]
+    status, err = cli(capsys, "merge", *base_args, "--adapter", adapter, "--out", out)
+    assert status == 0, err[-2000:]
     assert list(out.glob("*.safetensors")) and (out / "tokenizer.json").is_file()
 
     ids = torch.tensor([[1, 45, 87, 200, 13, 99, 7]])
@@ -39,14 +43,9 @@ def test_merged_model_equals_base_plus_adapter(policy_path, tmp_path, base_given
 
 
 def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_cache, capsys):
-    # ``main`` is what the ``rlaf-ray`` script calls: run here, the four commands cost one import
-    # of the libraries, not four.
-    from rlaf_ray.cli import main
-
     def merge(adapter, out, *flags: str) -> tuple[int, str]:
-        status = main(["merge", "--base", "tiny:llama", "--cache-dir", str(tiny_cache), "--adapter", str(adapter),
-                       "--out", str(out), *flags])
-        return status, capsys.readouterr().err
+        return cli(capsys, "merge", "--base", "tiny:llama", "--cache-dir", tiny_cache, "--adapter", adapter,
+                   "--out", out, *flags)
 
     status, err = merge(tmp_path / "no-adapter", tmp_path / "x")
     assert status == 2
@@ -75,16 +74,15 @@ def test_merge_accepts_tiny_names_and_refuses_a_missing_adapter(tmp_path, tiny_c
     assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
 
 
-def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_path):
+def test_generate_command_writes_one_continuation_per_prompt(policy_path, tmp_path, capsys):
     from rlaf_ray.export import generate
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"#Person1#: Hello {i}.\n#Person2#:"}) + "\n" for i in range(3)))
     out = tmp_path / "out.jsonl"
-    result = subprocess.run([sys.executable, "-m", "rlaf_ray", "generate", "--model", policy_path,
-                             "--prompts", str(prompts), "--out", str(out), "generation.max_new_tokens=6",
-                             "generation.min_new_tokens=6"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    status, err = cli(capsys, "generate", "--model", policy_path, "--prompts", prompts, "--out", out,
+                      "generation.max_new_tokens=6", "generation.min_new_tokens=6")
+    assert status == 0, err[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == [f"#Person1#: Hello {i}.\n#Person2#:" for i in range(3)]
     assert all(r["response"].strip() for r in rows)
