@@ -79,6 +79,8 @@ def print_table(runs: list[dict]) -> None:
                 f"{rate.removesuffix('_rate')} {100 * r['base'][rate]:.1f}% -> {100 * r['trained'][rate]:.1f}% "
                 f"(+- {100 * r['trained'][rate + '_se']:.1f})" for rate in ("toxic_rate", "grammatical_rate"))
                 + f", KL {r['trained']['kl']:.2f}")
+    met = sum(all(checks(r["base"], r["trained"]).values()) for r in runs)
+    print(f"seeds meeting every check: {met} of {len(runs)}")
 
 
 def main() -> None:

@@ -53,13 +53,21 @@ def stop_agreed(stop, rank: int, device) -> bool:
     return global_sums({"stop": asked}, device)["stop"] > 0
 
 
-def fit_stoppable(trainer, stop):
+def fit_stoppable(trainer, stop, starting: list = ()):
     """``trainer.fit()`` with Ctrl-C ours: the first SIGINT asks the learners to stop after the
     iteration in progress, a second one raises ``KeyboardInterrupt`` at once. Ray Train installs
     its own SIGINT handler (abort the run, losing the iteration) when ``fit`` runs on the main
     thread, so ``fit`` runs on another and the main thread waits for it. Only the main thread can
-    handle signals: elsewhere (a Tune trial) ``fit`` runs as it is, and Tune handles Ctrl-C."""
+    handle signals: elsewhere (a Tune trial) ``fit`` runs as it is, and Tune handles Ctrl-C.
+
+    ``starting``: the role actors' ``ready`` calls. On the main thread they are awaited beside the
+    fit, so the learner group starts while the actors load their models; one that fails ends the
+    run at once with the actor's own error, not later as a learner's. Elsewhere they are awaited
+    before the fit."""
+    import ray
+
     if threading.current_thread() is not threading.main_thread():
+        ray.get(list(starting))
         return trainer.fit()
     outcome: dict = {}
 
@@ -77,13 +85,19 @@ def fit_stoppable(trainer, stop):
 
     fitting = threading.Thread(target=run, name="rlaf-fit", daemon=True)
     previous = signal.signal(signal.SIGINT, handler)
+    pending = list(starting)
     try:
         fitting.start()
         while fitting.is_alive():
             fitting.join(0.2)  # short waits: the main thread runs signal handlers between them
+            if pending:
+                started, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                ray.get(started)  # raises the error of an actor that could not start
     finally:
         signal.signal(signal.SIGINT, previous)
     if "error" in outcome:
+        if pending:  # a learner that failed on a role which could not start: the role's error says why
+            ray.get(ray.wait(pending, num_returns=len(pending), timeout=0)[0])
         raise outcome["error"]
     return outcome["result"]
 

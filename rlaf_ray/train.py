@@ -58,6 +58,7 @@ def actor_options(res: RoleResources, name: str, placement_group=None, runtime_e
 class Roles:
     rollout: list
     reward: list
+    starting: list  # each actor's ``ready`` call: resolves once its model is loaded, raises if it failed
 
     def all(self) -> list:
         return self.rollout + self.reward
@@ -67,7 +68,10 @@ def start_roles(cfg: RLAFConfig, placement_group=None) -> Roles:
     """Rollout and reward actors, named ``rlaf:<run>:<role>-<i>`` for the Ray dashboard. Both are
     restarted when their process dies (``run.role_restarts``): the stateless reward actor has its
     lost calls resent by Ray; the learner re-syncs a restarted rollout actor and resends its call
-    itself (``roles.calls.collect_batch``)."""
+    itself (``roles.calls.collect_batch``).
+
+    Returns at once: the actors load their models while the learner group starts (their calls
+    wait for them), and ``fit_stoppable`` awaits ``Roles.starting`` beside the fit."""
     prefix, env = f"rlaf:{cfg.run.name}", deterministic_runtime_env(cfg.run.deterministic)
     restarts = cfg.run.role_restarts
     rollout = [ray.remote(RolloutWorker)
@@ -79,9 +83,7 @@ def start_roles(cfg: RLAFConfig, placement_group=None) -> Roles:
               .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group, env,
                                        restarts=restarts, retries=restarts))
               .remote(cfg.reward, i) for i in range(cfg.resources.reward.num_workers)]
-    roles = Roles(rollout, reward)
-    ray.get([actor.ready.remote() for actor in roles.all()])
-    return roles
+    return Roles(rollout, reward, [actor.ready.remote() for actor in rollout + reward])
 
 
 def stop_roles(roles: Roles) -> None:
@@ -147,7 +149,7 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
             datasets={"train": prompts.dataset},
             dataset_config=prompt_data_config(),
         )
-        result = fit_stoppable(trainer, stop)
+        result = fit_stoppable(trainer, stop, roles.starting)
         if stopped_early(stop) and result.metrics["iteration"] < cfg.ppo.num_iterations:
             raise RunInterrupted(result.metrics["iteration"], cfg.ppo.num_iterations)
     finally:

@@ -49,7 +49,7 @@ def test_roles_land_on_the_nodes_the_config_names(two_node_cluster, policy_path,
 
     roles = start_roles(cfg)
     try:
-        where = ray.get([actor.ready.remote() for actor in roles.all()])
+        where = ray.get(roles.starting)
         assert {w["node_id"] for w in where} == {two_node_cluster["infer"]}
     finally:
         stop_roles(roles)

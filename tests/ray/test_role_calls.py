@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -40,3 +41,36 @@ def test_a_killed_actor_is_waited_for_until_restarted_or_named_when_it_cannot_be
         with pytest.raises(RuntimeError, match=r"^rollout actor 0: died with no restarts left"):
             _wait_until_back(actor, 60, "rollout actor 0")
     ray_local.kill(actor)
+
+
+class CannotLoad(RoleActor):
+    def __init__(self):
+        raise OSError("reward.model_name_or_path: no model at /nowhere")
+
+
+class NeverEnds:
+    """A learner group that does not finish in the test's time: a ``fit_stoppable`` that waited
+    for it would return after 120 s, and the test would fail."""
+
+    def __init__(self):
+        self.released = threading.Event()
+
+    def fit(self):
+        self.released.wait(timeout=120)
+
+
+def test_a_role_that_cannot_start_ends_the_fit_with_its_own_error(ray_local):
+    """The learner group starts while the role actors load their models (``train.start_roles``);
+    an actor that fails to load ends the run at once with its error, not as a learner's later."""
+    from rlaf_ray.interrupt import fit_stoppable, start_stop_request
+
+    loads = ray_local.remote(Sleeper).options(num_cpus=0).remote()
+    fails = ray_local.remote(CannotLoad).options(num_cpus=0).remote()
+    trainer, stop = NeverEnds(), start_stop_request()
+    try:
+        with pytest.raises(ray_local.exceptions.RayActorError, match="no model at /nowhere"):
+            fit_stoppable(trainer, stop, [loads.ready.remote(), fails.ready.remote()])
+    finally:
+        trainer.released.set()
+        for actor in (loads, fails, stop):
+            ray_local.kill(actor)
