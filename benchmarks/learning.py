@@ -71,15 +71,16 @@ def print_table(runs: list[dict]) -> None:
             print(f"{m:24s} {spread([r['base'][m] for r in runs]):>28s} {spread([r['trained'][m] for r in runs]):>28s}")
     print(f"{'kl (trained to base)':24s} {'':>28s} {spread([r['trained']['kl'] for r in runs]):>28s}")
     print(f"{'wall seconds per seed':24s} {'':>28s} {spread([r['seconds'] for r in runs]):>28s}")
+    met = 0
     for r in runs:
         passed = checks(r["base"], r["trained"])
+        met += all(passed.values())
         print(f"seed {r['seed']}: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in passed.items()))
         if "toxic_rate_se" in r["trained"]:
             print(f"seed {r['seed']}: " + ", ".join(
                 f"{rate.removesuffix('_rate')} {100 * r['base'][rate]:.1f}% -> {100 * r['trained'][rate]:.1f}% "
                 f"(+- {100 * r['trained'][rate + '_se']:.1f})" for rate in ("toxic_rate", "grammatical_rate"))
                 + f", KL {r['trained']['kl']:.2f}")
-    met = sum(all(checks(r["base"], r["trained"]).values()) for r in runs)
     print(f"seeds meeting every check: {met} of {len(runs)}")
 
 

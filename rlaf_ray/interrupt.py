@@ -90,16 +90,24 @@ def fit_stoppable(trainer, stop, starting: list = ()):
         fitting.start()
         while fitting.is_alive():
             fitting.join(0.2)  # short waits: the main thread runs signal handlers between them
-            if pending:
-                started, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
-                ray.get(started)  # raises the error of an actor that could not start
+            pending = still_starting(pending)
     finally:
         signal.signal(signal.SIGINT, previous)
     if "error" in outcome:
-        if pending:  # a learner that failed on a role which could not start: the role's error says why
-            ray.get(ray.wait(pending, num_returns=len(pending), timeout=0)[0])
+        still_starting(pending)  # a role that could not start: its own error says why the learner failed
         raise outcome["error"]
     return outcome["result"]
+
+
+def still_starting(pending: list) -> list:
+    """The ``ready`` calls not answered yet; raises the error of an actor that could not start."""
+    if not pending:
+        return pending
+    import ray
+
+    started, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+    ray.get(started)
+    return pending
 
 
 def stopped_early(stop) -> bool:
