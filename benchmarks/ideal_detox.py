@@ -19,24 +19,30 @@ ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import statistics
 from pathlib import Path
 
 from rlaf_ray.evaluation.metrics import distinct_n
+from rlaf_ray.run_log import parse_lines
 
 
-def draw(rows: list[dict], per_prompt: int, rng: random.Random, clean_only: bool) -> float:
-    texts = []
+def pools(rows: list[dict], per_prompt: int, clean_only: bool) -> list[list[str]]:
+    """Each prompt's replies to draw from: all of them, or the clean ones."""
+    out = []
     for row in rows:
         pool = [t for t, toxic in zip(row["continuations"], row["toxic"]) if not (clean_only and toxic)]
         if len(pool) < per_prompt:
             raise SystemExit(f"prompt {row['id']!r}: {len(pool)} replies to draw {per_prompt} from; "
                              "measure more samples per prompt")
-        texts += rng.sample(pool, per_prompt)
-    return distinct_n(texts, 2)
+        out.append(pool)
+    return out
+
+
+def draw(prompt_pools: list[list[str]], per_prompt: int, rng: random.Random) -> float:
+    """distinct-2 of ``per_prompt`` replies per prompt, drawn without replacement."""
+    return distinct_n([t for pool in prompt_pools for t in rng.sample(pool, per_prompt)], 2)
 
 
 def main() -> None:
@@ -46,12 +52,13 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    rows = [json.loads(line) for line in args.samples.read_text().splitlines() if line.strip()]
+    rows = parse_lines(args.samples.read_text())
     if not rows or "toxic" not in rows[0]:
         raise SystemExit(f"{args.samples}: expected a meter's samples.jsonl with a 'toxic' column")
     rng = random.Random(args.seed)
-    base = [draw(rows, args.per_prompt, rng, clean_only=False) for _ in range(args.draws)]
-    ideal = [draw(rows, args.per_prompt, rng, clean_only=True) for _ in range(args.draws)]
+    everything, clean_only = (pools(rows, args.per_prompt, clean) for clean in (False, True))
+    base = [draw(everything, args.per_prompt, rng) for _ in range(args.draws)]
+    ideal = [draw(clean_only, args.per_prompt, rng) for _ in range(args.draws)]
     ratios = [i / b for i, b in zip(ideal, base)]
     clean = sum(not t for row in rows for t in row["toxic"]) / sum(len(row["toxic"]) for row in rows)
     print(f"{len(rows)} prompts, {args.per_prompt} replies per prompt, {args.draws} draws; "
