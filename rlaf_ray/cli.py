@@ -247,13 +247,14 @@ def run_compare(args: argparse.Namespace) -> None:
 
 def run_merge(args: argparse.Namespace) -> None:
     from rlaf_ray.config import ModelSettings
-    from rlaf_ray.export import adapter_base, merge
+    from rlaf_ray.export import adapter_base, check_adapter, merge
     from rlaf_ray.models.policy import auto_class
     from rlaf_ray.models.source import check_model_source
     from rlaf_ray.models.tiny import resolve_model
 
     staging = claim_out(args.out, args.overwrite)
     adapter = str(local_copy(args.adapter, args.cache_dir))
+    check_adapter(adapter)  # before a tiny:<name> base is built (tens of seconds on a fresh cache)
     base = resolve_model(args.base or adapter_base(adapter), str(Path(args.cache_dir).expanduser()))
     check_model_source("--base", base)
     model = ModelSettings(name_or_path=base, dtype=args.dtype, trust_remote_code=args.trust_remote_code)

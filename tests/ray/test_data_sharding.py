@@ -22,28 +22,34 @@ WORLD, PER_RANK, ROWS = 2, 4, 120  # 60 rows per rank: 15 batches per epoch
 
 
 def record_batches(config: dict) -> None:
+    """Each pass reads the rank's shard from a given position, as a (re)started learner does: the
+    position is all a rank keeps, so passes in one Ray Train run cost one worker group, not one each."""
     rank = ray.train.get_context().get_world_rank()
-    state = LoopState(epoch=config["epoch"], batches_in_epoch=config["skip"])
-    batches = prompt_batches(ray.train.get_dataset_shard("train"), PER_RANK, state, seed=7 + rank)
     seen = []
-    for _ in range(config["n_batches"]):
-        epoch, done, batch = next(batches)
-        seen.append([epoch, done, [str(i) for i in batch["id"]]])
+    for epoch, skip, n_batches in config["passes"]:
+        state = LoopState(epoch=epoch, batches_in_epoch=skip)
+        batches = prompt_batches(ray.train.get_dataset_shard("train"), PER_RANK, state, seed=7 + rank)
+        seen.append([])
+        for _ in range(n_batches):
+            epoch_now, done, batch = next(batches)
+            seen[-1].append([epoch_now, done, [str(i) for i in batch["id"]]])
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
 
 
-def run_ranks(dataset, tmp_path: Path, name: str, epoch: int, skip: int, n_batches: int) -> list[list]:
-    out = tmp_path / name
+def run_ranks(dataset, tmp_path: Path, passes: list[tuple[int, int, int]]) -> list[list]:
+    """Per pass (epoch, batches already done, batches to read), per rank: [epoch, done, ids] per batch."""
+    out = tmp_path / "batches"
     out.mkdir()
     TorchTrainer(
         record_batches,
-        train_loop_config={"epoch": epoch, "skip": skip, "n_batches": n_batches, "out": str(out)},
+        train_loop_config={"passes": passes, "out": str(out)},
         scaling_config=ScalingConfig(num_workers=WORLD, resources_per_worker={"CPU": 0.5}),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(tmp_path / "results")),
+        run_config=ray.train.RunConfig(name="shards", storage_path=str(tmp_path / "results")),
         datasets={"train": dataset},
         dataset_config=prompt_data_config(),
     ).fit()
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return [[rank[i] for rank in ranks] for i in range(len(passes))]
 
 
 @pytest.mark.slow
@@ -53,8 +59,9 @@ def test_shards_are_disjoint_cover_the_split_and_resume_exactly(ray_local, polic
     all_ids = sorted(str(r["id"]) for r in split.dataset.take_all())
     assert len(all_ids) == ROWS == len(set(all_ids))
 
-    # 20 batches per rank: the whole of epoch 0 (15) and the start of epoch 1.
-    full = run_ranks(split.dataset, tmp_path, "full", epoch=0, skip=0, n_batches=20)
+    # 20 batches per rank: the whole of epoch 0 (15) and the start of epoch 1; then started again
+    # from (epoch 0, 10 batches done).
+    full, resumed = run_ranks(split.dataset, tmp_path, [(0, 0, 20), (0, 10, 10)])
     for epoch in (0,):
         shards = [[i for e, _, ids in rank if e == epoch for i in ids] for rank in full]
         assert all(len(s) == ROWS // WORLD == len(set(s)) for s in shards)
@@ -62,7 +69,6 @@ def test_shards_are_disjoint_cover_the_split_and_resume_exactly(ray_local, polic
         assert sorted(shards[0] + shards[1]) == all_ids
     assert [b[:2] for b in full[0][14:16]] == [[0, 15], [1, 1]]  # the epoch rolls over
 
-    # Started again from (epoch 0, 10 batches done): the same batches as the uninterrupted run.
-    resumed = run_ranks(split.dataset, tmp_path, "resumed", epoch=0, skip=10, n_batches=10)
+    # The restarted reading gives the same batches as the uninterrupted one.
     for rank in range(WORLD):
         assert resumed[rank] == full[rank][10:20]
