@@ -1,8 +1,8 @@
 """Processes that die mid-run (one-step-off rollouts, so batches are in flight when they do): Ray restarts the rollout and reward actors, the learner re-syncs the
 restarted rollout actor's adapter and sends its batch again; a dead learner rank makes Ray Train
 restart the learner group from the latest checkpoint, and the prompt ledger shows every prompt
-trained once. Real processes, killed by pid with SIGKILL. A driver stopped with Ctrl-C resumes
-with the same command."""
+trained once. A driver killed, then one stopped with Ctrl-C, resume with the same command. Real
+processes, killed by pid."""
 
 from __future__ import annotations
 
@@ -102,14 +102,14 @@ def test_run_survives_killed_actors_and_learner_and_trains_each_prompt_once(ray_
 
 
 @pytest.mark.slow
-def test_a_stopped_driver_resumes_with_the_same_command(no_ray, policy_path, classifier_path, tmp_path):
-    """Ctrl-C (SIGINT) to the driver of `rlaf-ray train`: the iteration in progress finishes and
-    is checkpointed although no checkpoint is due, the exit status is 130 and the message gives
-    the command to resume. That command, run again as a new process with its own local Ray,
-    continues from there and finishes: every iteration logged once, every prompt trained once, the
-    final adapter usable. (A driver killed outright resumes by the same path from its latest
-    checkpoint; the iterations lost after it are redone on the same prompts, as the learner rank
-    killed in the test above shows.)"""
+def test_a_killed_or_stopped_driver_resumes_with_the_same_command(no_ray, policy_path, classifier_path, tmp_path):
+    """`rlaf-ray train` with its driver SIGKILLed mid-run (its local Ray goes with it, as a lost
+    machine's would): the same command resumes from the latest checkpoint and redoes the lost
+    iterations on the same prompts. Then Ctrl-C (SIGINT) to that driver: the iteration in progress
+    finishes and is checkpointed although no checkpoint is due, the exit status is 130 and the
+    message gives the command to resume. Every iteration is logged once, every prompt trained
+    once, and the adapter of the last checkpoint generates. (A resumed run that finishes is the
+    job-submit test's.)"""
     import subprocess
     import sys
 
@@ -117,8 +117,9 @@ def test_a_stopped_driver_resumes_with_the_same_command(no_ray, policy_path, cla
 
     from tests.conftest import REPO
 
-    config = base_config(policy_path, classifier_path, tmp_path, run={"name": "driver", "checkpoint_every": 4},
-                         ppo={"num_iterations": ITERATIONS},
+    iterations, every = 12, 4
+    config = base_config(policy_path, classifier_path, tmp_path, run={"name": "driver", "checkpoint_every": every},
+                         ppo={"num_iterations": iterations},
                          resources={"learner": {"num_workers": 1, "num_cpus": 0.5}})  # one rank: the driver is tested
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -126,37 +127,51 @@ def test_a_stopped_driver_resumes_with_the_same_command(no_ray, policy_path, cla
     run_dir = tmp_path / "results" / "driver"
     ledger = run_dir / "prompts.jsonl"
 
-    with open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        assert lines_reached(ledger, every + 1, alive=lambda: first.poll() is None), "the first run ended early"
+        before = [json.loads(line) for line in ledger.read_text().splitlines()]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver's own Ray processes, orphaned by its death
+    assert len(before) < 2 * every  # iterations after the checkpoint at `every` were lost
+
+    resumed_at = time.time()
+    with open(tmp_path / "second.out", "w") as out, open(tmp_path / "second.err", "w") as err:
+        second = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, start_new_session=True)
         try:
-            assert lines_reached(ledger, 1, alive=lambda: first.poll() is None), "the first run ended early"
-            os.kill(first.pid, signal.SIGINT)
-            assert first.wait(timeout=180) == 130
+            # Stopped once it has redone an iteration: mid-way between two due checkpoints.
+            deadline = time.monotonic() + 300
+            while not any(m["time/finished_at"] > resumed_at for m in read_metrics(run_dir)):
+                assert second.poll() is None and time.monotonic() < deadline, "the second run ended early"
+                time.sleep(0.2)
+            os.kill(second.pid, signal.SIGINT)
+            assert second.wait(timeout=180) == 130
         finally:
             with contextlib.suppress(ProcessLookupError):  # a clean stop leaves none of its processes
-                os.killpg(first.pid, signal.SIGKILL)
+                os.killpg(second.pid, signal.SIGKILL)
+    assert "continuing the train run" in (tmp_path / "second.out").read_text()
     stopped_at = len(read_metrics(run_dir))
-    assert stopped_at < 4  # stopped before the first checkpoint that was due...
+    assert every < stopped_at < 2 * every  # stopped before the next checkpoint that was due...
     assert (run_dir / f"checkpoint_{stopped_at:06d}").is_dir()  # ...and checkpointed there
     assert not (run_dir / "final").exists()
-    message = (tmp_path / "first.err").read_text()
-    assert f"interrupted after iteration {stopped_at} of {ITERATIONS}, checkpoint written" in message
+    message = (tmp_path / "second.err").read_text()
+    assert f"interrupted after iteration {stopped_at} of {iterations}, checkpoint written" in message
     assert f"rlaf-ray train --config {path}" in message
-    before = ledger.read_text().splitlines()
 
-    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "continuing the train run" in second.stdout
-    assert [m["iteration"] for m in read_metrics(run_dir)] == list(range(1, ITERATIONS + 1))
+    assert [m["iteration"] for m in read_metrics(run_dir)] == list(range(1, stopped_at + 1))
     after = read_ledger(run_dir)
-    assert [line["iteration"] for line in after] == list(range(1, ITERATIONS + 1))
-    assert after[:stopped_at] == [json.loads(line) for line in before]
+    assert [line["iteration"] for line in after] == list(range(1, stopped_at + 1))
+    assert after[:len(before)] == before  # redone iterations trained the lost ones' prompts
     digests = [d for line in after for rank in line["prompts"] for d in rank]
-    assert len(set(digests)) == len(digests) == ITERATIONS * config["ppo"]["batch_size"]
+    assert len(set(digests)) == len(digests) == stopped_at * config["ppo"]["batch_size"]
 
     from rlaf_ray.config import GenerationSettings, ModelSettings
     from rlaf_ray.export import generate
 
-    responses = generate(ModelSettings(name_or_path=policy_path), str(run_dir / "final" / "adapter"),
+    adapter = run_dir / f"checkpoint_{stopped_at:06d}" / "adapter"
+    responses = generate(ModelSettings(name_or_path=policy_path), str(adapter),
                          ["#Person1#: Hello.\n#Person2#:"], GenerationSettings(max_new_tokens=6, min_new_tokens=6))
     assert len(responses) == 1 and responses[0].strip()
