@@ -45,14 +45,25 @@ def _status(tune_status: str, iterations: int, num_iterations: int, scheduler: s
     return f"stopped early at iteration {iterations} ({'ASHA' if scheduler == 'asha' else 'scheduler'})"
 
 
-def _adapter(store: RunStorage, trial_id: str) -> str:
-    """A stopped trial never wrote final/adapter: its latest checkpoint's adapter is the nearest.
+def _checkpoint_iteration(name: str) -> float:
+    """``checkpoint_000012`` -> 12; any other name (a staging directory) -> infinity: never chosen."""
+    number = name.removeprefix("checkpoint_")
+    return int(number) if number.isdigit() else math.inf
+
+
+def _adapter(store: RunStorage, trial_id: str, iterations: int) -> str:
+    """A stopped trial never wrote final/adapter: the adapter of its latest checkpoint at or
+    before the last iteration it reported is the nearest, the one whose metrics the summary shows.
+    A later checkpoint can exist: a trial's learners are killed with it, not at once, so one may
+    finish another iteration after the scheduler stopped the trial; it was never judged, and
+    counting it would make the summary depend on when it is read.
     Where it is for a person: under the search's path or URI (checkpoints are not pulled)."""
     trial_dir = store.local / trial_id
     if (trial_dir / "final" / "adapter").is_dir():
         return store.where(f"{trial_id}/final/adapter")
     # A checkpoint directory may be empty (made, then cleaned up): only one with an adapter counts.
-    checkpoints = sorted(p.parent.name for p in trial_dir.glob("checkpoint_*/adapter") if p.is_dir())
+    checkpoints = sorted(p.parent.name for p in trial_dir.glob("checkpoint_*/adapter")
+                         if p.is_dir() and _checkpoint_iteration(p.parent.name) <= iterations)
     return store.where(f"{trial_id}/{checkpoints[-1]}/adapter") if checkpoints else ""
 
 
@@ -74,7 +85,7 @@ def collect(store: RunStorage, user_cfg: RLAFConfig, dims: list[Dimension]) -> l
             metrics={k: float(last[k]) for k in (t.metric, *BESIDE) if isinstance(last.get(k), (int, float))},
             iterations=iterations, num_iterations=num_iterations,
             status=_status(trial.status, iterations, num_iterations, t.scheduler),
-            adapter=_adapter(store, trial.trial_id), path=trial_dir))
+            adapter=_adapter(store, trial.trial_id, iterations), path=trial_dir))
     return rank(rows, t.metric, t.mode)
 
 
