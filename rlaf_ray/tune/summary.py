@@ -29,7 +29,7 @@ class TrialRow:
     iterations: int  # PPO iterations reported to Tune
     num_iterations: int  # what the trial was to run
     status: str
-    adapter: str  # final/adapter, else the latest checkpoint's adapter, else ""
+    adapter: str  # final/adapter, else the adapter of the latest checkpoint it reported, else ""
     path: Path
 
 

@@ -22,8 +22,9 @@ WORLD, PER_RANK, ROWS = 2, 4, 120  # 60 rows per rank: 15 batches per epoch
 
 
 def record_batches(config: dict) -> None:
-    """Each pass reads the rank's shard from a given position, as a (re)started learner does: the
-    position is all a rank keeps, so passes in one Ray Train run cost one worker group, not one each."""
+    """Each pass reads the rank's shard afresh from a given position, as a restarted learner does
+    from its checkpoint's: one Ray Train run for both passes (a worker group each would cost ~15 s),
+    so the second reads a later round of the same split, where a restarted learner gets a new one."""
     rank = ray.train.get_context().get_world_rank()
     seen = []
     for epoch, skip, n_batches in config["passes"]:
