@@ -18,12 +18,24 @@ Locally, whole files and directories are written beside their place and renamed 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 from pathlib import Path
 
 DEFAULT_CACHE = "~/.cache/rlaf_ray"
 CHECKPOINT_PREFIX = "checkpoint_"
+
+
+def checkpoint_dir_name(iteration: int) -> str:
+    """A run's checkpoint directory after ``iteration``: ``checkpoint_000012``."""
+    return f"{CHECKPOINT_PREFIX}{iteration:06d}"
+
+
+def checkpoint_iteration(name: str) -> float:
+    """``checkpoint_000012`` -> 12; any other name (a staging directory) -> infinity."""
+    number = name.removeprefix(CHECKPOINT_PREFIX)
+    return int(number) if name.startswith(CHECKPOINT_PREFIX) and number.isdigit() else math.inf
 
 
 def is_uri(location: str | os.PathLike) -> bool:

@@ -57,7 +57,7 @@ from rlaf_ray.roles.checkpoints import (
     save_checkpoint,
 )
 from rlaf_ray.run_log import RunLog
-from rlaf_ray.storage import write_text_atomic
+from rlaf_ray.storage import checkpoint_dir_name, write_text_atomic
 from rlaf_ray.timing import timed
 
 
@@ -320,7 +320,7 @@ def report(cfg: RLAFConfig, state: LoopState, metrics: dict, learner: Learner, r
             check_free_space(disk, needed)
         save_checkpoint(Path(directory), learner.inner, learner.ppo, state)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=f"checkpoint_{state.iteration:06d}")
+                         checkpoint_dir_name=checkpoint_dir_name(state.iteration))
 
 
 def save_final(cfg: RLAFConfig, learner: Learner) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaf_ray.config import RLAFConfig, TuneSettings, dump_yaml, from_dict, merge
-from rlaf_ray.storage import RunStorage
+from rlaf_ray.storage import CHECKPOINT_PREFIX, RunStorage, checkpoint_iteration
 from rlaf_ray.tune.space import Dimension, flat_values, nested
 
 # Shown beside the searched metric, when it is not the metric itself; the world's ground truth
@@ -45,12 +45,6 @@ def _status(tune_status: str, iterations: int, num_iterations: int, scheduler: s
     return f"stopped early at iteration {iterations} ({'ASHA' if scheduler == 'asha' else 'scheduler'})"
 
 
-def _checkpoint_iteration(name: str) -> float:
-    """``checkpoint_000012`` -> 12; any other name (a staging directory) -> infinity: never chosen."""
-    number = name.removeprefix("checkpoint_")
-    return int(number) if number.isdigit() else math.inf
-
-
 def _adapter(store: RunStorage, trial_id: str, iterations: int) -> str:
     """A stopped trial never wrote final/adapter: the adapter of its latest checkpoint at or
     before the last iteration it reported is the nearest, the one whose metrics the summary shows.
@@ -61,9 +55,10 @@ def _adapter(store: RunStorage, trial_id: str, iterations: int) -> str:
     trial_dir = store.local / trial_id
     if (trial_dir / "final" / "adapter").is_dir():
         return store.where(f"{trial_id}/final/adapter")
-    # A checkpoint directory may be empty (made, then cleaned up): only one with an adapter counts.
-    checkpoints = sorted(p.parent.name for p in trial_dir.glob("checkpoint_*/adapter")
-                         if p.is_dir() and _checkpoint_iteration(p.parent.name) <= iterations)
+    # A checkpoint directory may be empty (made, then cleaned up): only one with an adapter counts;
+    # a staging directory's name has no iteration and is never chosen.
+    checkpoints = sorted(p.parent.name for p in trial_dir.glob(f"{CHECKPOINT_PREFIX}*/adapter")
+                         if p.is_dir() and checkpoint_iteration(p.parent.name) <= iterations)
     return store.where(f"{trial_id}/{checkpoints[-1]}/adapter") if checkpoints else ""
 
 

@@ -18,30 +18,26 @@ import pytest
 
 from rlaf_ray.config import from_dict
 from rlaf_ray.run_log import read_ledger, read_metrics
+from rlaf_ray.storage import checkpoint_dir_name
 from rlaf_ray.train import train
 from tests.conftest import base_config
 
 ITERATIONS = 6
 
 
+def wait_until(condition, timeout: float = 300, alive=lambda: True) -> bool:
+    """Poll ``condition()`` until it holds (False after ``timeout`` or once ``alive()`` fails)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline or not alive():
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def lines_reached(path, lines: int, timeout: float = 300, alive=lambda: True) -> bool:
-    """Wait until the file has ``lines`` lines (False after ``timeout`` or once ``alive()`` fails)."""
-    deadline = time.monotonic() + timeout
-    while not (path.is_file() and len(path.read_text().splitlines()) >= lines):
-        if time.monotonic() > deadline or not alive():
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def file_names(path, name: str, timeout: float = 120, alive=lambda: True) -> bool:
-    """Wait until the file mentions ``name`` (False after ``timeout`` or once ``alive()`` fails)."""
-    deadline = time.monotonic() + timeout
-    while not (path.is_file() and name in path.read_text()):
-        if time.monotonic() > deadline or not alive():
-            return False
-        time.sleep(0.2)
-    return True
+    """Wait until the file has ``lines`` lines."""
+    return wait_until(lambda: path.is_file() and len(path.read_text().splitlines()) >= lines, timeout, alive)
 
 
 def kill_roles_after(run_dir, iterations: int, killed: dict) -> None:
@@ -145,7 +141,8 @@ def test_a_killed_or_stopped_driver_resumes_with_the_same_command(no_ray, policy
     registered = run_dir / "checkpoint_manager_snapshot.json"
     try:
         assert lines_reached(ledger, every + 1, alive=lambda: first.poll() is None), "the first run ended early"
-        assert file_names(registered, f"checkpoint_{every:06d}", alive=lambda: first.poll() is None)
+        assert wait_until(lambda: registered.is_file() and checkpoint_dir_name(every) in registered.read_text(),
+                          timeout=120, alive=lambda: first.poll() is None)
         before = read_ledger(run_dir)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
@@ -159,10 +156,8 @@ def test_a_killed_or_stopped_driver_resumes_with_the_same_command(no_ray, policy
         second = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, start_new_session=True)
         try:
             # Stopped once it has redone an iteration: mid-way between two due checkpoints.
-            deadline = time.monotonic() + 300
-            while not any(m["time/finished_at"] > resumed_at for m in read_metrics(run_dir)):
-                assert second.poll() is None and time.monotonic() < deadline, "the second run ended early"
-                time.sleep(0.2)
+            assert wait_until(lambda: any(m["time/finished_at"] > resumed_at for m in read_metrics(run_dir)),
+                              alive=lambda: second.poll() is None), "the second run ended early"
             os.kill(second.pid, signal.SIGINT)
             assert second.wait(timeout=180) == 130
         finally:
@@ -171,7 +166,7 @@ def test_a_killed_or_stopped_driver_resumes_with_the_same_command(no_ray, policy
     assert "continuing the train run" in (tmp_path / "second.out").read_text()
     stopped_at = len(read_metrics(run_dir))
     assert every < stopped_at < 2 * every  # stopped before the next checkpoint that was due...
-    assert (run_dir / f"checkpoint_{stopped_at:06d}").is_dir()  # ...and checkpointed there
+    assert (run_dir / checkpoint_dir_name(stopped_at)).is_dir()  # ...and checkpointed there
     assert not (run_dir / "final").exists()
     message = (tmp_path / "second.err").read_text()
     assert f"interrupted after iteration {stopped_at} of {iterations}, checkpoint written" in message
@@ -190,7 +185,7 @@ def test_a_killed_or_stopped_driver_resumes_with_the_same_command(no_ray, policy
     from rlaf_ray.config import GenerationSettings, ModelSettings
     from rlaf_ray.export import generate
 
-    adapter = run_dir / f"checkpoint_{stopped_at:06d}" / "adapter"
+    adapter = run_dir / checkpoint_dir_name(stopped_at) / "adapter"
     responses = generate(ModelSettings(name_or_path=policy_path), str(adapter),
                          ["#Person1#: Hello.\n#Person2#:"], GenerationSettings(max_new_tokens=6, min_new_tokens=6))
     assert len(responses) == 1 and responses[0].strip()
