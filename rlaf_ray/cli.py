@@ -18,6 +18,7 @@ from rlaf_ray.config import ConfigError, dump_yaml, json_schema, load_config
 from rlaf_ray.console import VERBOSE_ENV, init_ray, quiet_process
 from rlaf_ray.interrupt import RunInterrupted
 from rlaf_ray.storage import claim_out, local_copy, open_run, publish
+from rlaf_ray.worker_setup import skip_bitsandbytes
 
 DEMO_CONFIG = "jobs/configs/offline_tiny.yaml"
 RESUME_HELP = ("continue the run in <run.output_dir>/<run.name> with changed settings that do not change "
@@ -341,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # read here and, through the environment, by local Ray workers
     quiet_process()
+    if args.command not in ("merge", "generate"):  # the other commands load their models in Ray actors
+        skip_bitsandbytes()
     try:
         if args.command == "config":
             run_config(args)

@@ -84,8 +84,12 @@ def init_ray(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    hook = "worker_process_setup_hook"
+    # rlaf_ray.worker_setup: bitsandbytes only where needed, then quiet_process (which does
+    # nothing when verbose)
+    runtime_env = {} if _job_sets(hook) else {hook: "rlaf_ray.worker_setup.setup_worker"}
     if verbose():
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=runtime_env)
         return
     quiet_process()  # ray is imported now: its own lines too
     from ray.data import DataContext
@@ -94,6 +98,4 @@ def init_ray(address: str | None = None) -> None:
     context.enable_progress_bars = False
     context.enable_operator_progress_bars = False
     context.print_on_execution_start = False
-    hook = "worker_process_setup_hook"
-    runtime_env = {} if _job_sets(hook) else {hook: "rlaf_ray.console.quiet_process"}
     ray.init(address=address, runtime_env=runtime_env, logging_config=ray.LoggingConfig(log_level="WARNING"))

@@ -23,8 +23,9 @@ from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import ConfigError, RLAFConfig
 from rlaf_ray.console import init_ray, train_logging
+from rlaf_ray.controller_settings import controller_settings
 from rlaf_ray.data import PromptSplit, load_split
-from rlaf_ray.determinism import deterministic_runtime_env, use_deterministic_algorithms
+from rlaf_ray.determinism import use_deterministic_algorithms
 from rlaf_ray.devices import default_device
 from rlaf_ray.models.policy import (
     is_seq2seq,
@@ -36,6 +37,7 @@ from rlaf_ray.placement import ensure_shared_output, placed, scaling_config
 from rlaf_ray.preflight import prepare
 from rlaf_ray.run_guard import check_run_dir, save_run_config
 from rlaf_ray.storage import write_text_atomic
+from rlaf_ray.worker_setup import policy_runtime_env
 
 
 def count_references(split: PromptSplit) -> tuple[int, int]:
@@ -148,7 +150,7 @@ def sft(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Pa
 
         run_dir = cfg.run_dir
         print(save_run_config(cfg, changes, command="sft"), flush=True)
-        TorchTrainer(
+        trainer = TorchTrainer(
             sft_loop,
             train_loop_config={"config": cfg},
             scaling_config=scaling_config(cfg.resources.learner),
@@ -156,10 +158,12 @@ def sft(cfg: RLAFConfig, address: str | None = None, resume: bool = False) -> Pa
                 name=cfg.run.name, storage_path=cfg.run.output_dir,
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                 failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
-                worker_runtime_env=deterministic_runtime_env(cfg.run.deterministic)),
+                worker_runtime_env=policy_runtime_env(cfg.model, cfg.run.deterministic)),
             datasets={"train": splits["train"].dataset, "eval": splits["eval"].dataset},
             # Each learner takes its share of train; every learner scores the whole held-out split.
             dataset_config=DataConfig(datasets_to_split=["train"]),
-        ).fit()
+        )
+        with controller_settings():
+            trainer.fit()
         return run_dir
 

@@ -20,6 +20,7 @@ from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import ConfigError, RLAFConfig, RoleResources
 from rlaf_ray.console import init_ray, train_logging
+from rlaf_ray.controller_settings import controller_settings
 from rlaf_ray.data import PromptSplit, get_source, load_split
 from rlaf_ray.determinism import deterministic_runtime_env
 from rlaf_ray.interrupt import (
@@ -35,6 +36,7 @@ from rlaf_ray.roles.reward import RewardWorker
 from rlaf_ray.roles.rollout import RolloutWorker
 from rlaf_ray.run_guard import check_run_dir, save_run_config
 from rlaf_ray.storage import write_text_atomic
+from rlaf_ray.worker_setup import policy_runtime_env
 
 
 def actor_options(res: RoleResources, name: str, placement_group=None, runtime_env: dict | None = None,
@@ -72,15 +74,16 @@ def start_roles(cfg: RLAFConfig, placement_group=None) -> Roles:
 
     Returns at once: the actors load their models while the learner group starts (their calls
     wait for them), and ``fit_stoppable`` awaits ``Roles.starting`` beside the fit."""
-    prefix, env = f"rlaf:{cfg.run.name}", deterministic_runtime_env(cfg.run.deterministic)
-    restarts = cfg.run.role_restarts
+    prefix, restarts = f"rlaf:{cfg.run.name}", cfg.run.role_restarts
+    policy_env = policy_runtime_env(cfg.model, cfg.run.deterministic)
     rollout = [ray.remote(RolloutWorker)
-               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group, env,
+               .options(**actor_options(cfg.resources.rollout, f"{prefix}:rollout-{i}", placement_group, policy_env,
                                         restarts=restarts))
                .remote(cfg.model, cfg.lora, cfg.generation, i, deterministic=cfg.run.deterministic)
                for i in range(cfg.resources.rollout.num_workers)]
     reward = [ray.remote(RewardWorker)
-              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group, env,
+              .options(**actor_options(cfg.resources.reward, f"{prefix}:reward-{i}", placement_group,
+                                       deterministic_runtime_env(cfg.run.deterministic),
                                        restarts=restarts, retries=restarts))
               .remote(cfg.reward, i) for i in range(cfg.resources.reward.num_workers)]
     return Roles(rollout, reward, [actor.ready.remote() for actor in rollout + reward])
@@ -144,12 +147,13 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
                 storage_path=cfg.run.output_dir,
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                 failure_config=FailureConfig(max_failures=cfg.run.max_failures), logging_config=train_logging(),
-                callbacks=list(callbacks or []), worker_runtime_env=deterministic_runtime_env(cfg.run.deterministic),
+                callbacks=list(callbacks or []), worker_runtime_env=policy_runtime_env(cfg.model, cfg.run.deterministic),
             ),
             datasets={"train": prompts.dataset},
             dataset_config=prompt_data_config(),
         )
-        result = fit_stoppable(trainer, stop, roles.starting)
+        with controller_settings():
+            result = fit_stoppable(trainer, stop, roles.starting)
         if stopped_early(stop) and result.metrics["iteration"] < cfg.ppo.num_iterations:
             raise RunInterrupted(result.metrics["iteration"], cfg.ppo.num_iterations)
     finally:

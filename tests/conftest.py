@@ -20,9 +20,6 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # Ray workers inherit this: they can import the test rewards in ``tests.rewards``.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Ray Train's controller polls its workers every 2 s; a run that has finished waits for the next
-# poll. Short test runs are dominated by such waits: poll more often (Ray workers inherit this).
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 sys.path.insert(0, str(REPO))
 
 DATA = REPO / "jobs" / "data"
@@ -81,7 +78,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        # The workers set up as a run's are (rlaf_ray.console.init_ray): the actors that load a
+        # quantized policy are the ones that import bitsandbytes.
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"worker_process_setup_hook": "rlaf_ray.worker_setup.setup_worker"})
     yield ray
 
 

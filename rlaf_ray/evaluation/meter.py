@@ -58,6 +58,7 @@ from rlaf_ray.models.policy import (
 from rlaf_ray.ppo.batch import collate
 from rlaf_ray.preflight import check_evaluation
 from rlaf_ray.roles.reward import ClassifierReward
+from rlaf_ray.worker_setup import policy_runtime_env
 
 
 def prompt_seed(seed: int, prompt_id: str, prompt: str) -> int:
@@ -222,6 +223,13 @@ def sample_record(row: dict, samples: list[Sample]) -> dict:
     return record
 
 
+def loads(model: ModelSettings) -> dict:
+    """Ray options of the actors that load ``model``: a quantized one needs bitsandbytes there
+    (``rlaf_ray.worker_setup``)."""
+    env = policy_runtime_env(model, deterministic=False)
+    return {"runtime_env": env} if env else {}
+
+
 STAGES = ("generate", "toxicity", "perplexity")
 
 
@@ -258,7 +266,7 @@ def measure_models(cfg: RLAFConfig, models: dict[str, tuple[str | None, Path]],
     adapters = {name: adapter for name, (adapter, _) in models.items()}
     ds = ds.map_batches(Generate, compute=ray.data.ActorPoolStrategy(size=ev.generator_actors),
                         fn_constructor_kwargs={"model": cfg.model, "adapters": adapters, "evaluation": ev},
-                        **pool)
+                        **pool, **loads(cfg.model))
     classifier = ev.classifier or cfg.reward.model_name_or_path
     trust = cfg.reward.trust_remote_code
     ds = ds.map_batches(ScoreToxicity, fn_constructor_kwargs={
@@ -271,7 +279,8 @@ def measure_models(cfg: RLAFConfig, models: dict[str, tuple[str | None, Path]],
     scoring_lm = cfg.model if ev.perplexity_model is None else ModelSettings(
         name_or_path=ev.perplexity_model, trust_remote_code=cfg.model.trust_remote_code,
         max_prompt_length=cfg.model.max_prompt_length)
-    ds = ds.map_batches(ScorePerplexity, fn_constructor_kwargs={"model": scoring_lm}, **scorer_pool)
+    ds = ds.map_batches(ScorePerplexity, fn_constructor_kwargs={"model": scoring_lm}, **scorer_pool,
+                        **loads(scoring_lm))
 
     tallies = {}
     for name, (adapter, out_dir) in models.items():

@@ -4,6 +4,7 @@ adapter (peft), the scalar value head, and the prompt encoding every generating 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import inspect
 import platform
 from pathlib import Path
@@ -126,10 +127,12 @@ def check_precision(model_cfg: ModelSettings, device: torch.device) -> None:
     """Raise a one-line ConfigError if ``device`` cannot run ``model.dtype``, saying why."""
     dtype = model_cfg.dtype
     if dtype in QUANTIZED_DTYPES:
+        # Installed? Asked of the package's metadata, not by importing it: a driver checks this
+        # without importing bitsandbytes (rlaf_ray.worker_setup), and the roles import it anyway.
         try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as err:
-            raise ConfigError([f"model.dtype: {dtype!r} needs the bitsandbytes package ({err}); "
+            importlib.metadata.version("bitsandbytes")
+        except importlib.metadata.PackageNotFoundError:
+            raise ConfigError([f"model.dtype: {dtype!r} needs the bitsandbytes package; "
                                "pip install bitsandbytes, or use fp32/bf16/fp16"]) from None
         if device.type == "cpu" and platform.machine().lower() in ("x86_64", "amd64"):
             capability = torch.backends.cpu.get_cpu_capability()

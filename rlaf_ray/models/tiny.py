@@ -53,7 +53,7 @@ from trl.trainer.utils import pad
 
 from rlaf_ray import world
 from rlaf_ray.config import TINY_PREFIX
-from rlaf_ray.console import quiet_process
+from rlaf_ray.worker_setup import setup_worker
 
 # Bump when a builder changes, so caches of older builds are not reused.
 BUILD_VERSION = 4
@@ -333,9 +333,9 @@ def resolve_models(names: list[str], cache_dir: str | os.PathLike) -> list[str]:
     missing = sorted({n for n in names if n.startswith(TINY_PREFIX) and not _is_built(_target(n, cache_dir))})
     workers = min(len(missing), os.cpu_count() or 1)
     if workers > 1:
-        # quiet_process: each build process keeps the console as quiet as this one
+        # setup_worker: as a run's processes (none of the builds is quantized; a quiet console)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=quiet_process) as pool:
+                                 initializer=setup_worker) as pool:
             list(pool.map(resolve_model, missing, [cache_dir] * len(missing)))
     return [resolve_model(name, cache_dir) for name in names]
 

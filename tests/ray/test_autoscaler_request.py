@@ -1,6 +1,6 @@
 """Ray's fake multi-node provider (a real autoscaler adding real raylets as nodes): before any
-actor exists, a run asks the autoscaler for its roles' bundles, waits for the node, completes and
-releases the request; a cluster that cannot provide them is one line after run.resource_wait_s."""
+actor exists, a run asks the autoscaler for its roles' bundles and waits for the node that hosts
+them; a cluster that cannot provide them ends the run in one line after run.resource_wait_s."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import ray
 
 from rlaf_ray.config import ConfigError, from_dict
-from rlaf_ray.placement import ensure_placement, role_bundles
-from tests.conftest import UNBUILT_CLASSIFIER, UNBUILT_POLICY, base_config
+from rlaf_ray.placement import placed, role_bundles
+from tests.conftest import base_config
 
 
 def fake_cluster_config(worker_types: dict) -> dict:
@@ -59,24 +59,31 @@ def alive() -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_run_asks_the_autoscaler_for_its_roles_and_completes(autoscaling_cluster, policy_path, classifier_path,
-                                                               tmp_path):
+def test_a_run_asks_the_autoscaler_for_its_roles_before_any_actor(autoscaling_cluster, policy_path, classifier_path,
+                                                                  tmp_path):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
     from rlaf_ray.train import train
 
     pinned = {"num_workers": 1, "num_cpus": 0.5, "resources": {"train_node": 0.01}}
     cfg = from_dict(base_config(policy_path, classifier_path, tmp_path, resources={"learner": pinned},
-                                ppo={"num_iterations": 1, "batch_size": 4, "num_minibatches": 1, "ppo_epochs": 1},
                                 run={"resource_wait_s": 120}))
     assert role_bundles(cfg) == [{"CPU": 0.5, "train_node": 0.01}] + [{"CPU": 0.25}] * 2
     assert len(alive()) == 1  # the head only: nothing is pending, so nothing would scale on its own
-    run_dir = train(cfg)  # asks for the bundles, waits for the node, runs, withdraws the request
-    assert any(node.get("train_node") for node in alive())
-    assert (run_dir / "final" / "adapter" / "adapter_config.json").is_file()
+    # What train() does before it starts any actor (a run's roles starting on the node that came
+    # up is what the placement test shows on a fixed cluster).
+    with placed(cfg):  # asks for the bundles and waits for the node
+        assert any(node.get("train_node") for node in alive())
+        group = placement_group(role_bundles(cfg))  # the roles' bundles fit now, all at once
+        assert group.wait(timeout_seconds=60)
+        remove_placement_group(group)
 
-    # What no node type offers: one line after the wait, naming the role and the wait.
-    tpu = from_dict(base_config(UNBUILT_POLICY, UNBUILT_CLASSIFIER, tmp_path,
+    # What no node type offers: the run ends in one line after the wait, naming the role and the
+    # wait, and no actor of it was started.
+    tpu = from_dict(base_config(policy_path, classifier_path, tmp_path,
                                 resources={"reward": {"num_cpus": 0.25, "resources": {"tpu_node": 1}}},
-                                run={"resource_wait_s": 2}))
+                                run={"name": "tpu", "resource_wait_s": 2}))
     with pytest.raises(ConfigError, match=r"^resources.reward: no node can host one reward worker .*"
                                           r"\(waited run.resource_wait_s=2 s for the autoscaler\)$"):
-        ensure_placement(tpu)
+        train(tpu)
+    assert not [name for name in ray.util.list_named_actors() if name.startswith("rlaf:")]

@@ -12,6 +12,7 @@ from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from rlaf_ray.config import DataSettings, ModelSettings
+from rlaf_ray.controller_settings import controller_settings
 from rlaf_ray.data import load_split
 from rlaf_ray.roles.checkpoints import LoopState
 from rlaf_ray.roles.learner import prompt_batches
@@ -41,14 +42,16 @@ def run_ranks(dataset, tmp_path: Path, passes: list[tuple[int, int, int]]) -> li
     """Per pass (epoch, batches already done, batches to read), per rank: [epoch, done, ids] per batch."""
     out = tmp_path / "batches"
     out.mkdir()
-    TorchTrainer(
+    trainer = TorchTrainer(
         record_batches,
         train_loop_config={"passes": passes, "out": str(out)},
         scaling_config=ScalingConfig(num_workers=WORLD, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(name="shards", storage_path=str(tmp_path / "results")),
         datasets={"train": dataset},
         dataset_config=prompt_data_config(),
-    ).fit()
+    )
+    with controller_settings():  # as a run's learner group
+        trainer.fit()
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     return [[rank[i] for rank in ranks] for i in range(len(passes))]
 
