@@ -78,8 +78,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        # The workers set up as a run's are (rlaf_ray.console.init_ray): the actors that load a
-        # quantized policy are the ones that import bitsandbytes.
+        # Workers start as a run's do (rlaf_ray.console.init_ray): only the actors that load a
+        # quantized policy import bitsandbytes.
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
                  runtime_env={"worker_process_setup_hook": "rlaf_ray.worker_setup.setup_worker"})
     yield ray
