@@ -15,6 +15,9 @@ import sys
 import warnings
 
 VERBOSE_ENV = "RLAF_VERBOSE"
+# Ray's worker process setup hook of every job rlaf_ray starts: bitsandbytes only where needed,
+# then quiet_process (which does nothing when verbose).
+WORKER_SETUP_HOOK = "rlaf_ray.worker_setup.setup_worker"
 QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bars too
     "TRANSFORMERS_VERBOSITY": "error",
@@ -85,9 +88,7 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     hook = "worker_process_setup_hook"
-    # rlaf_ray.worker_setup: bitsandbytes only where needed, then quiet_process (which does
-    # nothing when verbose)
-    runtime_env = {} if _job_sets(hook) else {hook: "rlaf_ray.worker_setup.setup_worker"}
+    runtime_env = {} if _job_sets(hook) else {hook: WORKER_SETUP_HOOK}
     if verbose():
         ray.init(address=address, runtime_env=runtime_env)
         return

@@ -77,11 +77,13 @@ def ray_local():
     (``no_ray``); the next module that uses it starts it again."""
     import ray
 
+    from rlaf_ray.console import WORKER_SETUP_HOOK
+
     if not ray.is_initialized():
         # Workers start as a run's do (rlaf_ray.console.init_ray): only the actors that load a
         # quantized policy import bitsandbytes.
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"worker_process_setup_hook": "rlaf_ray.worker_setup.setup_worker"})
+                 runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK})
     yield ray
 
 
