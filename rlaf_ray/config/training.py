@@ -22,6 +22,10 @@ class PPOSettings(Section):
     cliprange: Number = Field(0.2, gt=0.0, le=1.0, description="Policy ratio clip: 1 +- cliprange.")
     cliprange_value: Number = Field(0.2, gt=0.0, description="Value clip around the old values.")
     vf_coef: Number = Field(0.1, ge=0.0, description="Weight of the value loss.")
+    entropy_coef: Number = Field(0.0, ge=0.0, description=(
+        "Weight of an entropy bonus in the loss (PPO's c2, Schulman et al. 2017): the mean per-token "
+        "entropy of the sampling distribution over response tokens is subtracted, so the policy keeps "
+        "spreading its probability instead of settling on a few replies. 0: none."))
     estimator: Literal["gae", "rloo", "grpo"] = Field("gae", description=(
         "Advantages. gae: a value head (the critic) and GAE over response tokens (PPO-RLHF); rloo: each "
         "response's sequence reward less the mean of the other responses to its prompt (Ahmadian et al. 2024); "

@@ -257,18 +257,19 @@ class PPOLearner:
             per_token = core.kl_estimate(core.masked(untruncated[0], mask), core.masked(t.ref_logprobs[idx], mask),
                                          cfg.kl_estimator)
         kl_to_ref = core.masked_mean(per_token, mask)
-        loss = pg.loss + cfg.vf_coef * vf_loss
+        mean_entropy = core.masked_mean(entropy, mask)
+        loss = pg.loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
         if cfg.kl_in == "loss":
             loss = loss + self.kl_ctl.value * kl_to_ref
         if critic_only:
             # Zero, not absent: DDP expects a gradient for every trainable parameter on every rank.
-            loss = 0.0 * (pg.loss + kl_to_ref) + cfg.vf_coef * vf_loss
+            loss = 0.0 * (pg.loss + kl_to_ref + mean_entropy) + cfg.vf_coef * vf_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces gradients here
         grad_norm, value_grad_norm = self.clip_gradients()
         self.optimizer.step()
         return {"policy_loss": pg.loss.item(), "value_loss": vf_loss.item(),
-                "entropy": core.masked_mean(entropy.detach(), mask).item(),
+                "entropy": mean_entropy.item(),
                 "clip_fraction": pg.clip_fraction.item(), "value_clip_fraction": vf_clip.item(),
                 "approx_kl": moved.item(), "kl_to_ref": kl_to_ref.item(), "grad_norm": grad_norm,
                 "value_grad_norm": value_grad_norm}

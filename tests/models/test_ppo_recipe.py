@@ -138,6 +138,26 @@ def test_kl_in_the_loss_leaves_rewards_free_of_kl_and_pulls_towards_the_referenc
     assert sequence_kl(learner, batch) < 0.8 * before
 
 
+def test_entropy_bonus_alone_raises_the_entropy_and_is_off_by_default():
+    """Equal scores in every group (rloo: zero advantages) and no KL term: the entropy bonus is the
+    only gradient. With it, the sampling distribution's entropy over the responses rises; without
+    it (the default), nothing moves."""
+    def entropy(learner, batch) -> float:
+        with torch.no_grad():
+            _, _, per_token = learner.forward(learner.model, batch, need_entropy=True)
+        return float((per_token * batch.response_mask).sum() / batch.response_mask.sum())
+
+    settings = {"estimator": "rloo", "samples_per_prompt": 2, "kl_coef": 0.0, "ppo_epochs": 2, "num_minibatches": 1}
+    for coef in (0.0, 0.1):
+        learner, batch, responses = learner_and_batch(entropy_coef=coef, **settings)
+        before = entropy(learner, batch)
+        learner.step(batch, torch.ones(6), torch.tensor([EOS in r for r in responses]))
+        if coef == 0.0:
+            assert entropy(learner, batch) == pytest.approx(before, abs=1e-6)
+        else:
+            assert entropy(learner, batch) > before + 1e-3
+
+
 def test_approx_kl_stops_the_epochs_early():
     learner, batch, responses = learner_and_batch(ppo_epochs=4, early_stop_kl=1e-6)
     metrics = learner.step(batch, torch.arange(6.0), torch.tensor([EOS in r for r in responses]))
