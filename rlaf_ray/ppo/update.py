@@ -258,12 +258,14 @@ class PPOLearner:
                                          cfg.kl_estimator)
         kl_to_ref = core.masked_mean(per_token, mask)
         mean_entropy = core.masked_mean(entropy, mask)
-        loss = pg.loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
+        loss = pg.loss + cfg.vf_coef * vf_loss
+        if cfg.entropy_coef > 0:
+            loss = loss - cfg.entropy_coef * mean_entropy
         if cfg.kl_in == "loss":
             loss = loss + self.kl_ctl.value * kl_to_ref
         if critic_only:
             # Zero, not absent: DDP expects a gradient for every trainable parameter on every rank.
-            loss = 0.0 * (pg.loss + kl_to_ref + mean_entropy) + cfg.vf_coef * vf_loss
+            loss = 0.0 * (pg.loss + kl_to_ref) + cfg.vf_coef * vf_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP all-reduces gradients here
         grad_norm, value_grad_norm = self.clip_gradients()
