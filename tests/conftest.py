@@ -67,16 +67,14 @@ def pytest_collection_modifyitems(items):
     """Mark each test with its lane, and run the lanes from the fastest (a broken unit fails in
     seconds); within a lane, the modules that need Ray to themselves (``no_ray``) come last, so
     that the session's Ray starts once per lane instead of again after each of them."""
-    def lane_of(item) -> str:
-        return Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
-
+    lanes = {item: Path(str(item.fspath)).relative_to(REPO / "tests").parts[0] for item in items}
+    for item, lane in lanes.items():
+        if lane in LANES:
+            item.add_marker(lane)
     own_ray = {item.module.__name__ for item in items if "no_ray" in item.fixturenames}
-    for item in items:
-        if lane_of(item) in LANES:
-            item.add_marker(lane_of(item))
-    order = {item: position for position, item in enumerate(items)}
-    items.sort(key=lambda item: (LANES.index(lane_of(item)) if lane_of(item) in LANES else len(LANES),
-                                 item.module.__name__ in own_ray, order[item]))
+    # sort is stable: collection order within each (lane, own Ray) group
+    items.sort(key=lambda item: (LANES.index(lanes[item]) if lanes[item] in LANES else len(LANES),
+                                 item.module.__name__ in own_ray))
 
 
 @pytest.fixture(scope="module")

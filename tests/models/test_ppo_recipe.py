@@ -13,6 +13,7 @@ import torch
 
 from rlaf_ray.config import GenerationSettings, PPOSettings
 from rlaf_ray.models.policy import PolicyWithValueHead
+from rlaf_ray.ppo import core
 from rlaf_ray.ppo.batch import collate
 from rlaf_ray.ppo.update import PPOLearner
 from tests.models.random_lm import EOS, MAX_NEW, PAD, sample, tiny_policy
@@ -145,7 +146,7 @@ def test_entropy_bonus_alone_raises_the_entropy_and_is_off_by_default():
     def entropy(learner, batch) -> float:
         with torch.no_grad():
             _, _, per_token = learner.forward(learner.model, batch, need_entropy=True)
-        return float((per_token * batch.response_mask).sum() / batch.response_mask.sum())
+        return float(core.masked_mean(per_token, batch.response_mask))
 
     settings = {"estimator": "rloo", "samples_per_prompt": 2, "kl_coef": 0.0, "ppo_epochs": 2, "num_minibatches": 1}
     for coef in (0.0, 0.1):
