@@ -69,7 +69,8 @@ class PPOSettings(Section):
         "response position (kl_in=loss only; keeps the reference's full distribution: batch x tokens x vocab)."))
     adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl (Ziegler et al. 2019).")
     target_kl: Number = Field(6.0, gt=0.0, description=(
-        "Adaptive KL: the k1 KL per response (summed over its tokens) to aim for."))
+        "Adaptive KL: the KL per response (summed over its tokens) to aim for, as kl/mean reports it: "
+        "the exact KL over the vocabulary when kl_estimator=full, the k1 estimate otherwise."))
     kl_horizon: int = Field(64, ge=1, description=(
         "Adaptive KL: samples over which beta moves by up to 20% (64: about 4 default batches); a larger batch "
         "moves it by at most 20% per update."))

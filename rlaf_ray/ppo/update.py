@@ -43,10 +43,11 @@ class Targets:
     old_values: torch.Tensor | None  # None without a critic (rloo, grpo)
     advantages: torch.Tensor
     returns: torch.Tensor | None
-    kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; always the metric)
+    kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; the metric without kl_exact)
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
     old_untruncated: torch.Tensor  # old log-probs without top-k/top-p (the KL; how far a step moved)
     ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
+    kl_exact: torch.Tensor | None = None  # exact KL per token (kl_estimator=full): the metric, the controller's
     is_weights: torch.Tensor | None = None  # off-policy correction of stale samples (max_staleness)
     staleness: torch.Tensor | None = None  # per response: updates between sampling and this one
 
@@ -160,11 +161,18 @@ class PPOLearner:
         mask[~finite] = 0.0
         with torch.no_grad():  # dropout is off in the model
             old_untruncated: list = []
-            old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch, untruncated=old_untruncated)
+            old_full = [] if cfg.kl_estimator == "full" else None
+            old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch, untruncated=old_untruncated,
+                                                       full=old_full)
             ref_full = [] if cfg.kl_estimator == "full" else None
             ref_logprobs = self._reference_logprobs(batch, ref_full)
-        # k1 per token: the reward's penalty (the only unbiased one there), the reported KL and
-        # what the adaptive controller reads, whichever estimator the loss uses. Policy and
+            # kl_estimator=full: the batch's exact KL too, what the adaptive controller reads. The
+            # k1 sum per reply is unbiased but heavy-tailed: a rare sampled swerve of 6-8 nats moves
+            # a batch's mean by tenths of a nat, and beta with it (README, "A KL target").
+            kl_exact = core.masked(core.full_kl(old_full[0], ref_full[0]), mask) if old_full else None
+            del old_full
+        # k1 per token: the reward's penalty (the only unbiased one there), and the reported KL and
+        # what the adaptive controller reads unless the exact KL is at hand. Policy and
         # reference both untruncated: top-k/top-p is a decoding rule applied to both, and the
         # truncated policy's own renormalization (-log of the kept mass, ~0.1 nat a token at
         # top_p 0.9) is not a move away from the base; counted, it would spend the KL target
@@ -185,7 +193,7 @@ class PPOLearner:
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
         return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs,
-                       old_untruncated[0], ref_full[0] if ref_full else None)
+                       old_untruncated[0], ref_full[0] if ref_full else None, kl_exact)
 
     def off_policy(self, t: Targets, behaviour: torch.Tensor, staleness: torch.Tensor) -> Targets:
         """Decoupled PPO: the clip stays around the learner's policy before this update (the
@@ -295,11 +303,12 @@ class PPOLearner:
                       ended: torch.Tensor, critic_only: bool = False) -> dict[str, float]:
         """Statistics of the batch over all ranks (``score_sums``: of the raw finite scores;
         ``normalized``: after reward normalization, before the missing-EOS penalty); the KL
-        controller moves on their k1 KL."""
+        controller moves on their KL per reply: exact with kl_estimator=full, k1 otherwise."""
         valid = finite.float()
+        kl = t.kl_exact if t.kl_exact is not None else t.kl
         s = global_sums({
             "normalized": (normalized * valid).sum().item(), "samples": float(batch.response_ids.shape[0]),
-            "non_finite": (~finite).sum().item(), "kl": core.masked_sum(t.kl, t.mask).item(),
+            "non_finite": (~finite).sum().item(), "kl": core.masked_sum(kl, t.mask).item(),
             "response_tokens": batch.response_mask.sum().item(), "ended": ended.float().sum().item(),
         }, self.device)
         s.update(valid=score_sums["n"], score=score_sums["sum"], score_sq=score_sums["sq"])

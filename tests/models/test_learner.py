@@ -12,6 +12,7 @@ from rlaf_ray.models.policy import (
     load_policy,
     load_tokenizer,
 )
+from rlaf_ray.ppo import core
 from rlaf_ray.ppo.batch import collate
 from rlaf_ray.ppo.update import PPOLearner
 from rlaf_ray.roles.rollout import RolloutWorker
@@ -129,6 +130,29 @@ def test_full_kl_in_the_loss_is_exact_and_grows_as_the_policy_moves(setup):
     assert targets.ref_full.shape[:2] == batch.response_ids.shape and targets.ref_full.dim() == 3
     second = learner.step(batch, scores, torch.tensor(out["ended"]))
     assert second["ppo/kl_to_ref"] > first["ppo/kl_to_ref"] > 0.0  # moved from the base, and further
+
+
+def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
+    """kl_estimator=full: kl/mean, and what the adaptive beta moves on, is the exact KL per reply
+    over the whole vocabulary, not the heavy-tailed k1 sum of the sampled tokens."""
+    cfg, model, _, out, batch = setup
+    learner = PPOLearner(from_dict({"ppo": {"kl_in": "loss", "kl_estimator": "full", "kl_coef": 0.1,
+                                            "adaptive_kl": True, "target_kl": 6.0, "kl_horizon": 100,
+                                            "batch_size": 8, "num_minibatches": 2, "learning_rate": 1e-2},
+                                    "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+    scores, ended = torch.tensor([1.0] * 4 + [-1.0] * 4), torch.tensor(out["ended"])
+    learner.step(batch, scores, ended)  # the policy leaves the base
+    policy, reference = [], []
+    with torch.no_grad():
+        learner.forward(model, batch, full=policy)
+        learner._reference_logprobs(batch, reference)
+    exact = float((core.full_kl(policy[0], reference[0]) * batch.response_mask).sum() / 8)
+    k1 = float((learner.targets(batch, scores, torch.isfinite(scores)).kl).sum() / 8)
+    assert exact > 0.0 and k1 != pytest.approx(exact, rel=1e-2)  # the two readings differ here
+    beta = learner.kl_ctl.value
+    metrics = learner.step(batch, scores, ended)
+    assert metrics["kl/mean"] == pytest.approx(exact, rel=1e-4)
+    assert learner.kl_ctl.value == pytest.approx(beta * (1 + max(exact / 6.0 - 1, -0.2) * 8 / 100), rel=1e-4)
 
 
 def test_stale_samples_are_weighted_by_the_truncated_ratio(setup):
