@@ -18,6 +18,11 @@ class PPOSettings(Section):
                                                  "from the one that sampled).")
     learning_rate: Number = Field(1.0e-4, gt=0.0, le=1.0, description=(
         "AdamW learning rate of adapter and value head (LoRA: about 10x a full fine-tune's)."))
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("constant", description=(
+        "How the learning rate moves over num_iterations (transformers' schedulers, one step per "
+        "iteration): constant; linear or cosine decay to 0, so that the last updates are small and the "
+        "run ends where it settled rather than in the middle of a step (PPO anneals it: Schulman et "
+        "al. 2017)."))
     weight_decay: Number = Field(0.0, ge=0.0, description="AdamW weight decay (0: a LoRA adapter is not decayed).")
     cliprange: Number = Field(0.2, gt=0.0, le=1.0, description="Policy ratio clip: 1 +- cliprange.")
     cliprange_value: Number = Field(0.2, gt=0.0, description="Value clip around the old values.")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import get_scheduler
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from rlaf_ray.config import GenerationSettings, PPOSettings
@@ -68,6 +69,8 @@ class PPOLearner:
         self.policy_params = [p for p in self.params if id(p) not in value_ids]
         # torch's AdamW decays by 0.01 unless told otherwise; an adapter should not shrink to 0.
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=0,
+                                          num_training_steps=cfg.num_iterations)
         self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
                        if cfg.adaptive_kl else core.FixedKLController(cfg.kl_coef))
         self.reward_stats = core.RunningMoments()
@@ -127,6 +130,8 @@ class PPOLearner:
         if behaviour is not None and staleness is not None:
             targets = self.off_policy(targets, behaviour.to(self.device), staleness.to(self.device))
         stats = self.run_epochs(batch, targets, critic_only)
+        stats["learning_rate"] = [self.lr_scheduler.get_last_lr()[0]]  # the rate this update used
+        self.lr_scheduler.step()
         return self.batch_metrics(batch, targets, stats, score_sums, normalized, finite, ended, critic_only)
 
     def score_sums(self, scores: torch.Tensor, finite: torch.Tensor) -> dict[str, float]:
@@ -363,7 +368,8 @@ class PPOLearner:
     # Checkpoint state beyond the adapter.
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "kl_ctl": self.kl_ctl.state_dict(),
-                "generator": self.generator.get_state(), "reward_stats": self.reward_stats.state_dict()}
+                "generator": self.generator.get_state(), "reward_stats": self.reward_stats.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -372,3 +378,6 @@ class PPOLearner:
         # Checkpoints written before reward normalization existed start its statistics afresh.
         if "reward_stats" in state:
             self.reward_stats.load_state_dict(state["reward_stats"])
+        # Older checkpoints ran a constant rate, which the optimizer's own state already restores.
+        if "lr_scheduler" in state:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])

@@ -48,7 +48,7 @@ REPORTED_METRICS = frozenset({
     "kl/mean", "kl/coef",
     "ppo/policy_loss", "ppo/value_loss", "ppo/entropy", "ppo/clip_fraction", "ppo/value_clip_fraction",
     "ppo/approx_kl", "ppo/grad_norm", "ppo/value_grad_norm", "ppo/kl_to_ref", "ppo/epochs_run",
-    "ppo/early_stopped", "ppo/critic_only",
+    "ppo/early_stopped", "ppo/critic_only", "ppo/learning_rate",
     "offpolicy/staleness_mean", "offpolicy/staleness_max", "offpolicy/is_weight_mean", "offpolicy/is_truncated_fraction",
     "response/length_mean", "response/ended_fraction",
     "time/generate", "time/score", "time/rollout_wall", "time/learn", "time/sync", "time/iteration", "time/finished_at",

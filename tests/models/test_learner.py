@@ -155,6 +155,27 @@ def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
     assert learner.kl_ctl.value == pytest.approx(beta * (1 + max(exact / 6.0 - 1, -0.2) * 8 / 100), rel=1e-4)
 
 
+def test_a_decaying_learning_rate_steps_once_per_iteration_and_resumes_where_it_was(setup):
+    """ppo.lr_scheduler=linear over 4 iterations: 1, 3/4, 1/2, 1/4 of the rate (never 0: the
+    last update still learns); a learner restored from a checkpoint's state goes on from there."""
+    cfg, model, _, out, batch = setup
+
+    def learner(schedule: str) -> PPOLearner:
+        return PPOLearner(from_dict({"ppo": {"lr_scheduler": schedule, "num_iterations": 4, "learning_rate": 1e-2,
+                                             "batch_size": 8, "num_minibatches": 2},
+                                     "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+
+    scores, ended = torch.tensor([1.0] * 4 + [-1.0] * 4), torch.tensor(out["ended"])
+    first = learner("linear")
+    rates = [first.step(batch, scores, ended)["ppo/learning_rate"] for _ in range(2)]
+    resumed = learner("linear")
+    resumed.load_state_dict(first.state_dict())
+    rates += [resumed.step(batch, scores, ended)["ppo/learning_rate"] for _ in range(2)]
+    assert rates == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3])
+    constant = learner("constant")
+    assert [constant.step(batch, scores, ended)["ppo/learning_rate"] for _ in range(2)] == [1e-2, 1e-2]
+
+
 def test_stale_samples_are_weighted_by_the_truncated_ratio(setup):
     """Samples whose behaviour log-probs equal the learner's (nothing changed since sampling) get
     weight 1; a behaviour policy that made a token half as likely doubles its weight."""
