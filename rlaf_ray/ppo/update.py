@@ -171,9 +171,10 @@ class PPOLearner:
                                                        full=old_full)
             ref_full = [] if cfg.kl_estimator == "full" else None
             ref_logprobs = self._reference_logprobs(batch, ref_full)
-            # kl_estimator=full: the batch's exact KL too, what the adaptive controller reads. The
-            # k1 sum per reply is unbiased but heavy-tailed: a rare sampled swerve of 6-8 nats moves
-            # a batch's mean by tenths of a nat, and beta with it (README, "A KL target").
+            # kl_estimator=full: the batch's exact KL too, what the adaptive controller reads, so
+            # that beta aims at the KL the loss prices. The k1 sum over nucleus-sampled tokens never
+            # sees the mass outside the nucleus (on the offline world it read 0.75-1.0x the exact KL
+            # per reply) and is heavy-tailed: one sampled swerve of 6-8 nats moves a batch's mean.
             kl_exact = core.masked(core.full_kl(old_full[0], ref_full[0]), mask) if old_full else None
             del old_full
         # k1 per token: the reward's penalty (the only unbiased one there), and the reported KL and
