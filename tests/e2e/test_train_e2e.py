@@ -72,12 +72,13 @@ def test_ppo_learns_a_known_reward_and_learns_it_again_identically(ray_local, po
     assert all(100 < m[f"memory/{role}_peak_mib"] < 20_000 for m in metrics
                for role in ("learner", "rollout", "reward"))
     state = torch.load(run_dir / "checkpoint_000012" / "learner.pt", weights_only=True)
-    assert set(state) == {"optimizer", "kl_ctl", "generator", "reward_stats"}
+    assert set(state) == {"optimizer", "kl_ctl", "generator", "reward_stats", "lr_scheduler"}
 
     # Repeatable: the same config and seed on the same machine give the same learning metrics. The
-    # second run stops after 3 iterations (nothing in a run depends on how many are left: no LR
-    # schedule, the same prompt stream), which the first 3 of the first run must equal exactly. On
-    # CPU run.deterministic changes nothing: the second run also shows that it runs everywhere
+    # second run stops after 3 iterations (nothing in a run depends on how many are left: a constant
+    # learning rate, ppo.lr_scheduler's default; the same prompt stream), which the first 3 of the
+    # first run must equal exactly. On CPU run.deterministic changes nothing: the second run also
+    # shows that it runs everywhere
     # (learner ranks, rollout actor) without an operation that lacks a deterministic version.
     again = train(from_dict({**config, "ppo": {**config["ppo"], "num_iterations": 3},
                              "run": {**config["run"], "name": "again", "deterministic": True}}))
