@@ -78,8 +78,8 @@ def test_ppo_learns_a_known_reward_and_learns_it_again_identically(ray_local, po
     # second run stops after 3 iterations (nothing in a run depends on how many are left: a constant
     # learning rate, ppo.lr_scheduler's default; the same prompt stream), which the first 3 of the
     # first run must equal exactly. On CPU run.deterministic changes nothing: the second run also
-    # shows that it runs everywhere
-    # (learner ranks, rollout actor) without an operation that lacks a deterministic version.
+    # shows that it runs everywhere (learner ranks, rollout actor) without an operation that lacks
+    # a deterministic version.
     again = train(from_dict({**config, "ppo": {**config["ppo"], "num_iterations": 3},
                              "run": {**config["run"], "name": "again", "deterministic": True}}))
     a, b = learning_metrics(metrics[:3]), learning_metrics(read_metrics(again))
