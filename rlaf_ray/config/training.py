@@ -71,7 +71,8 @@ class PPOSettings(Section):
     kl_estimator: Literal["k1", "k3", "full"] = Field("k1", description=(
         "Per-token KL estimator: k1 = log p/p_ref (the only unbiased choice in the reward); k3 = "
         "low-variance, non-negative (kl_in=loss only); full = the exact KL over the whole vocabulary at each "
-        "response position (kl_in=loss only; keeps the reference's full distribution: batch x tokens x vocab)."))
+        "response position (kl_in=loss only; keeps the reference's full distribution: batch x tokens x vocab, and "
+        "briefly the policy's beside it, whose exact KL the adaptive beta then reads)."))
     adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl (Ziegler et al. 2019).")
     target_kl: Number = Field(6.0, gt=0.0, description=(
         "Adaptive KL: the KL per response (summed over its tokens) to aim for, as kl/mean reports it: "
