@@ -187,7 +187,11 @@ def test_a_killed_or_stopped_driver_resumes_with_the_same_command(no_ray, policy
     assert [m["time/finished_at"] < resumed_at for m in metrics] == [True] * every + [False] * (stopped_at - every)
     after = read_ledger(run_dir)
     assert [line["iteration"] for line in after] == list(range(1, stopped_at + 1))
-    assert after[:len(before)] == before  # redone iterations trained the lost ones' prompts
+    # Redone iterations trained the lost ones' prompts: every iteration both runs logged (the first
+    # may have logged more lost iterations than the second redid before its Ctrl-C, or fewer; both
+    # logged at least one past the checkpoint, asserted above).
+    both = min(len(before), len(after))
+    assert after[:both] == before[:both]
     digests = [d for line in after for rank in line["prompts"] for d in rank]
     assert len(set(digests)) == len(digests) == stopped_at * config["ppo"]["batch_size"]
 
