@@ -44,11 +44,10 @@ class Targets:
     old_values: torch.Tensor | None  # None without a critic (rloo, grpo)
     advantages: torch.Tensor
     returns: torch.Tensor | None
-    kl: torch.Tensor  # k1 per token (the reward's penalty when kl_in=reward; the metric without kl_exact)
+    kl: torch.Tensor  # per token, what kl/mean reports and beta reads: exact with kl_estimator=full, else k1
     ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
     old_untruncated: torch.Tensor  # old log-probs without top-k/top-p (the KL; how far a step moved)
     ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
-    kl_exact: torch.Tensor | None = None  # exact KL per token (kl_estimator=full): the metric, the controller's
     is_weights: torch.Tensor | None = None  # off-policy correction of stale samples (max_staleness)
     staleness: torch.Tensor | None = None  # per response: updates between sampling and this one
 
@@ -164,25 +163,27 @@ class PPOLearner:
         # The batch keeps its size so every rank runs the same number of minibatch passes.
         mask = batch.response_mask.clone()
         mask[~finite] = 0.0
+        exact = cfg.kl_estimator == "full"
         with torch.no_grad():  # dropout is off in the model
             old_untruncated: list = []
-            old_full = [] if cfg.kl_estimator == "full" else None
+            old_full = [] if exact else None
             old_logprobs, old_values, _ = self.forward(unwrap(self.model), batch, untruncated=old_untruncated,
                                                        full=old_full)
-            ref_full = [] if cfg.kl_estimator == "full" else None
+            ref_full = [] if exact else None
             ref_logprobs = self._reference_logprobs(batch, ref_full)
-            # kl_estimator=full: the batch's exact KL too, what the adaptive controller reads, so
-            # that beta aims at the KL the loss prices. The k1 sum over nucleus-sampled tokens never
-            # sees the mass outside the nucleus (on the offline world it read 0.75-1.0x the exact KL
-            # per reply) and is heavy-tailed: one sampled swerve of 6-8 nats moves a batch's mean.
-            kl_exact = core.masked(core.full_kl(old_full[0], ref_full[0]), mask) if old_full else None
-            del old_full
-        # k1 per token: the reward's penalty (the only unbiased one there), and the reported KL and
-        # what the adaptive controller reads unless the exact KL is at hand. Policy and
-        # reference both untruncated: top-k/top-p is a decoding rule applied to both, and the
-        # truncated policy's own renormalization (-log of the kept mass, ~0.1 nat a token at
-        # top_p 0.9) is not a move away from the base; counted, it would spend the KL target
-        # before the first update. The ratio of the clipped loss stays on the sampled distribution.
+            # The KL that kl/mean reports and the adaptive beta reads: the exact KL when the loss
+            # computes it (kl_estimator=full), so that beta aims at the KL the loss prices. The k1
+            # sum over nucleus-sampled tokens never sees the mass outside the nucleus (on the
+            # offline world it read 0.75-1.0x the exact KL per reply) and is heavy-tailed: one
+            # sampled swerve of 6-8 nats moves a batch's mean.
+            exact_kl = core.masked(core.full_kl(old_full[0], ref_full[0]), mask) if exact else None
+            del old_full  # batch x tokens x vocab: not kept beyond this
+        # k1 per token: the reward's penalty (the only unbiased one there), and the reading above
+        # without the exact KL. Policy and reference both untruncated: top-k/top-p is a decoding
+        # rule applied to both, and the truncated policy's own renormalization (-log of the kept
+        # mass, ~0.1 nat a token at top_p 0.9) is not a move away from the base; counted, it would
+        # spend the KL target before the first update. The ratio of the clipped loss stays on the
+        # sampled distribution.
         kl = core.masked(old_untruncated[0] - ref_logprobs, mask)
         kl_coef = self.kl_ctl.value if cfg.kl_in == "reward" else 0.0
         returns = None
@@ -198,8 +199,9 @@ class PPOLearner:
         if cfg.whiten_advantages and cfg.estimator != "grpo":
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
-        return Targets(mask, old_logprobs, old_values, advantages, returns, kl, ref_logprobs,
-                       old_untruncated[0], ref_full[0] if ref_full else None, kl_exact)
+        reported_kl = kl if exact_kl is None else exact_kl
+        return Targets(mask, old_logprobs, old_values, advantages, returns, reported_kl, ref_logprobs,
+                       old_untruncated[0], ref_full[0] if ref_full else None)
 
     def off_policy(self, t: Targets, behaviour: torch.Tensor, staleness: torch.Tensor) -> Targets:
         """Decoupled PPO: the clip stays around the learner's policy before this update (the
@@ -311,10 +313,9 @@ class PPOLearner:
         ``normalized``: after reward normalization, before the missing-EOS penalty); the KL
         controller moves on their KL per reply: exact with kl_estimator=full, k1 otherwise."""
         valid = finite.float()
-        kl = t.kl_exact if t.kl_exact is not None else t.kl
         s = global_sums({
             "normalized": (normalized * valid).sum().item(), "samples": float(batch.response_ids.shape[0]),
-            "non_finite": (~finite).sum().item(), "kl": core.masked_sum(kl, t.mask).item(),
+            "non_finite": (~finite).sum().item(), "kl": core.masked_sum(t.kl, t.mask).item(),
             "response_tokens": batch.response_mask.sum().item(), "ended": ended.float().sum().item(),
         }, self.device)
         s.update(valid=score_sums["n"], score=score_sums["sum"], score_sq=score_sums["sq"])

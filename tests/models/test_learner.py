@@ -147,7 +147,8 @@ def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
         learner.forward(model, batch, full=policy)
         learner._reference_logprobs(batch, reference)
     exact = float((core.full_kl(policy[0], reference[0]) * batch.response_mask).sum() / 8)
-    k1 = float((learner.targets(batch, scores, torch.isfinite(scores)).kl).sum() / 8)
+    t = learner.targets(batch, scores, torch.isfinite(scores))
+    k1 = float(((t.old_untruncated - t.ref_logprobs) * t.mask).sum() / 8)  # the sampled tokens' log-ratios
     assert exact > 0.0 and k1 != pytest.approx(exact, rel=1e-2)  # the two readings differ here
     beta = learner.kl_ctl.value
     metrics = learner.step(batch, scores, ended)
