@@ -65,13 +65,16 @@ class PPOSettings(Section):
     reward_clip: Annotated[Number, Field(gt=0.0)] | None = Field(5.0, description=(
         "Clip normalized scores to +- this (reward_norm only); null: no clip."))
     kl_coef: Number = Field(0.2, ge=0.0, description="beta of the KL penalty (initial, if adaptive).")
-    kl_in: Literal["reward", "loss"] = Field("reward", description=(
+    kl_in: Literal["reward", "loss", "both"] = Field("reward", description=(
         "reward: per-token -beta*KL in the shaped reward (PPO-RLHF); loss: beta*mean KL added to the policy "
-        "loss, with gradient (GRPO style)."))
+        "loss, with gradient (GRPO style; only the KL's direct gradient at the visited positions, not its "
+        "dependence on which positions the policy visits); both (kl_estimator=full only): the exact KL of each "
+        "position in the reward as well as in the loss, which together are the unbiased gradient of "
+        "E[score] - beta*KL(policy || base)."))
     kl_estimator: Literal["k1", "k3", "full"] = Field("k1", description=(
         "Per-token KL estimator: k1 = log p/p_ref (the only unbiased choice in the reward); k3 = "
         "low-variance, non-negative (kl_in=loss only); full = the exact KL over the whole vocabulary at each "
-        "response position (kl_in=loss only; keeps the reference's full distribution: batch x tokens x vocab, and "
+        "response position (kl_in=loss or both; keeps the reference's full distribution: batch x tokens x vocab, and "
         "briefly the policy's beside it, whose exact KL the adaptive beta then reads)."))
     adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl (Ziegler et al. 2019).")
     target_kl: Number = Field(6.0, gt=0.0, description=(
@@ -116,6 +119,9 @@ class PPOSettings(Section):
         if self.kl_estimator != "k1" and self.kl_in == "reward":
             raise ValueError(f"kl_estimator: {self.kl_estimator!r} belongs in the loss (ppo.kl_in=loss); in the "
                              "reward only k1 gives an unbiased KL penalty")
+        if self.kl_in == "both" and self.kl_estimator != "full":
+            raise ValueError(f"kl_in: 'both' prices the exact KL of each position, in the reward and in the loss; "
+                             f"set kl_estimator to full (got {self.kl_estimator!r})")
         return self
 
 

@@ -5,7 +5,7 @@ old log-probs and values, reference log-probs (adapter disabled), KL-shaped rewa
 whitened advantages (or, with ``estimator`` rloo/grpo, no values: each response compared with
 the other responses to its prompt, ``ppo/groups.py``), then up to ``ppo_epochs`` passes over
 shuffled minibatches with clipped policy and value losses (plus the KL term when
-``kl_in=loss``) and gradient-norm clipping, stopped early when the approximate KL passes
+``kl_in`` is loss or both) and gradient-norm clipping, stopped early when the approximate KL passes
 ``early_stop_kl``. Under DDP the backward pass all-reduces gradients; batch statistics (score
 moments, advantage whitening, the early-stop KL, KL for the adaptive controller, reported
 metrics) are reduced over all ranks too, so every rank takes the same decisions.
@@ -45,7 +45,7 @@ class Targets:
     advantages: torch.Tensor
     returns: torch.Tensor | None
     kl: torch.Tensor  # per token, what kl/mean reports and beta reads: exact with kl_estimator=full, else k1
-    ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss
+    ref_logprobs: torch.Tensor  # for the KL term of the loss when kl_in=loss or both
     old_untruncated: torch.Tensor  # old log-probs without top-k/top-p (the KL; how far a step moved)
     ref_full: torch.Tensor | None = None  # the reference's whole distribution (kl_estimator=full)
     is_weights: torch.Tensor | None = None  # off-policy correction of stale samples (max_staleness)
@@ -185,14 +185,19 @@ class PPOLearner:
         # spend the KL target before the first update. The ratio of the clipped loss stays on the
         # sampled distribution.
         kl = core.masked(old_untruncated[0] - ref_logprobs, mask)
-        kl_coef = self.kl_ctl.value if cfg.kl_in == "reward" else 0.0
+        # kl_in=both: each position's exact KL is a reward too. The loss term's gradient is the
+        # KL's at the positions visited; which positions a reply visits depends on the policy as
+        # well, and that part of the gradient of E[KL] is the score-function term, from the KL
+        # the reply goes on to incur (Rao-Blackwellized k1: its expectation, given the position).
+        reward_kl = exact_kl if cfg.kl_in == "both" else kl
+        kl_coef = self.kl_ctl.value if cfg.kl_in in ("reward", "both") else 0.0
         returns = None
         if cfg.estimator == "gae":
-            rewards = core.shaped_rewards(scores, kl, mask, kl_coef)
+            rewards = core.shaped_rewards(scores, reward_kl, mask, kl_coef)
             advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         else:
             # One advantage per response, on each of its tokens (mask zeroes the rest).
-            per_response = group_advantages(sequence_rewards(scores, kl, mask, kl_coef), finite,
+            per_response = group_advantages(sequence_rewards(scores, reward_kl, mask, kl_coef), finite,
                                             cfg.samples_per_prompt, cfg.estimator)
             advantages = per_response[:, None] * mask
         # grpo's advantages are already on a common scale, group by group.
@@ -265,7 +270,7 @@ class PPOLearner:
             vf_loss, vf_clip = core.clipped_value_loss(values, t.old_values[idx], t.returns[idx], mask,
                                                        cfg.cliprange_value)
         # Per-token KL of the current policy to the reference: reported always, a loss term (with
-        # gradient) when kl_in=loss. Masked before the estimator: a padding position's log-prob
+        # gradient) when kl_in is loss or both. Masked before the estimator: a padding position's log-prob
         # may be the most negative float.
         if full is not None:
             per_token = core.full_kl(full[0], t.ref_full[idx])
@@ -277,7 +282,7 @@ class PPOLearner:
         loss = pg.loss + cfg.vf_coef * vf_loss
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * mean_entropy
-        if cfg.kl_in == "loss":
+        if cfg.kl_in in ("loss", "both"):
             loss = loss + self.kl_ctl.value * kl_to_ref
         if critic_only:
             # Zero, not absent: DDP expects a gradient for every trainable parameter on every rank.

@@ -14,6 +14,7 @@ from rlaf_ray.models.policy import (
 )
 from rlaf_ray.ppo import core
 from rlaf_ray.ppo.batch import collate
+from rlaf_ray.ppo.groups import group_advantages
 from rlaf_ray.ppo.update import PPOLearner
 from rlaf_ray.roles.rollout import RolloutWorker
 
@@ -154,6 +155,52 @@ def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
     metrics = learner.step(batch, scores, ended)
     assert metrics["kl/mean"] == pytest.approx(exact, rel=1e-4)
     assert learner.kl_ctl.value == pytest.approx(beta * (1 + max(exact / 6.0 - 1, -0.2) * 8 / 100), rel=1e-4)
+
+
+def exact_kl_per_response(learner: PPOLearner, model, batch) -> torch.Tensor:
+    """Each response's KL to the base, summed over its positions, from the two whole distributions."""
+    policy, reference = [], []
+    with torch.no_grad():
+        learner.forward(model, batch, full=policy)
+        learner._reference_logprobs(batch, reference)
+    return (core.full_kl(policy[0], reference[0]) * batch.response_mask).sum(dim=1)
+
+
+def test_kl_in_both_rewards_each_positions_exact_kl_and_keeps_it_in_the_loss(setup):
+    """kl_in=both: a response's reward is its score less beta x its exact KL summed over its
+    positions (the score-function part of the KL's gradient), and the loss term still pulls the
+    policy towards the base where advantages are zero (the direct part)."""
+    cfg, with_head, _, out, batch = setup
+    model = PolicyWithValueHead(with_head.policy, critic="none")  # rloo builds no value head
+
+    def learner(kl_in: str, learning_rate: float = 1e-2) -> PPOLearner:
+        return PPOLearner(from_dict({"ppo": {"kl_in": kl_in, "kl_estimator": "k1" if kl_in == "reward" else "full",
+                                             "kl_coef": 0.5, "estimator": "rloo", "samples_per_prompt": 2,
+                                             "whiten_advantages": False, "reward_norm": False, "batch_size": 8,
+                                             "num_minibatches": 2, "learning_rate": learning_rate},
+                                     "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+
+    scores, ended = torch.tensor([1.0, -1.0] * 4), torch.tensor(out["ended"])
+    learner("loss").step(batch, scores, ended)  # the policy leaves the base
+    finite = torch.isfinite(scores)
+    kl = exact_kl_per_response(learner("both"), model, batch)
+    assert bool((kl > 0).all())
+    expected = group_advantages(scores - 0.5 * kl, finite, 2, "rloo")
+    both = learner("both").targets(batch, scores, finite)
+    assert torch.allclose(both.advantages, expected[:, None] * both.mask, atol=1e-5)
+    loss_only = learner("loss").targets(batch, scores, finite)
+    assert torch.allclose(loss_only.advantages, group_advantages(scores, finite, 2, "rloo")[:, None] * loss_only.mask)
+    assert not torch.allclose(both.advantages, loss_only.advantages, atol=1e-3)
+
+    # Each response twice: equal scores and equal KL in a group, so every advantage is 0 and only
+    # the loss's KL term can move the policy: back towards the base with it, not at all without.
+    twins = batch.select(torch.tensor([0, 0, 1, 1, 4, 4, 5, 5]))
+    twin_scores, twin_ended = torch.tensor([1.0] * 4 + [-1.0] * 4), ended[[0, 0, 1, 1, 4, 4, 5, 5]]
+    before = exact_kl_per_response(learner("both"), model, twins).sum()
+    learner("reward").step(twins, twin_scores, twin_ended)
+    assert float(exact_kl_per_response(learner("both"), model, twins).sum()) == pytest.approx(float(before), abs=1e-6)
+    learner("both", learning_rate=1e-3).step(twins, twin_scores, twin_ended)  # Adam's first steps: ~lr per weight
+    assert exact_kl_per_response(learner("both"), model, twins).sum() < 0.9 * before
 
 
 def test_a_decaying_learning_rate_steps_once_per_iteration_and_resumes_where_it_was(setup):

@@ -182,6 +182,11 @@ def test_kl_estimator_must_fit_where_the_kl_goes():
     assert line == "ppo.kl_estimator: expected one of 'k1' | 'k3' | 'full', got 'k2'"
     cfg = from_dict({"ppo": {"kl_estimator": "k3", "kl_in": "loss"}})
     assert (cfg.ppo.kl_estimator, cfg.ppo.kl_in) == ("k3", "loss")
+    # both: the exact KL of each position in the reward and the loss; a sampled estimator cannot be it
+    (line,) = problems({"ppo": {"kl_in": "both", "kl_estimator": "k3"}})
+    assert line == ("ppo.kl_in: 'both' prices the exact KL of each position, in the reward and in the loss; "
+                    "set kl_estimator to full (got 'k3')")
+    assert from_dict({"ppo": {"kl_in": "both", "kl_estimator": "full"}}).ppo.kl_in == "both"
 
 
 def test_recipe_fields_and_bounds():
