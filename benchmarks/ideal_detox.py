@@ -18,7 +18,8 @@ comparison.csv) and prints each beside the frontier at the same toxicity relativ
 drawn with the meter's samples per prompt of that file: the gap is the distinct-2 (and the KL)
 that training cost beyond what the detox itself asks.
 
-BASE_SAMPLES.jsonl is the base's ``samples.jsonl`` from a meter run with many samples per prompt
+BASE_SAMPLES.jsonl is the base's ``samples.jsonl`` from a meter run with many samples per prompt, on
+the prompts the policies were measured on
 (e.g. ``rlaf-ray toxicity --config jobs/configs/offline_tiny.yaml --samples 128 --out DIR``; at
 least as many clean replies per prompt as a draw takes). Each draw takes ``--per-prompt`` replies
 per prompt without replacement, as the meter's distinct-2 reads them: from all of a prompt's
@@ -134,7 +135,8 @@ def against_policies(rows: list[dict], paths: list[Path], draws: int, rng: rando
             if per_prompt not in bases:
                 bases[per_prompt] = base_draws(rows, base_shares, per_prompt, draws, rng)
             relative = trained["toxic_rate"] / base["toxic_rate"]
-            kl, ratio, sd = frontier_point(rows, base_shares, max(relative * pool_rate, 1e-6),
+            # a policy at or over its base's toxicity is read against the base itself
+            kl, ratio, sd = frontier_point(rows, base_shares, min(max(relative * pool_rate, 1e-6), pool_rate),
                                            bases[per_prompt], per_prompt, rng)
             measured = trained["distinct_2"] / base["distinct_2"]
             gaps.setdefault(path.parent.name, []).append(100 * (measured - ratio))
