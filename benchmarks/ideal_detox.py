@@ -64,45 +64,55 @@ def draw(prompt_pools: list[list[str]], per_prompt: int, rng: random.Random) -> 
     return distinct_n([t for pool in prompt_pools for t in rng.sample(pool, per_prompt)], 2)
 
 
-def draw_tilted(rows: list[dict], shares: list[float], per_prompt: int, rng: random.Random) -> float:
+def split(rows: list[dict]) -> list[tuple[list[str], list[str]]]:
+    """Each prompt's toxic and clean replies (split once: every draw of the frontier reads them)."""
+    return [([t for t, bad in zip(row["continuations"], row["toxic"]) if bad],
+             [t for t, bad in zip(row["continuations"], row["toxic"]) if not bad]) for row in rows]
+
+
+def toxic_shares(prompts: list[tuple[list[str], list[str]]]) -> list[float]:
+    return [len(toxic) / (len(toxic) + len(clean)) for toxic, clean in prompts]
+
+
+def draw_tilted(prompts: list[tuple[list[str], list[str]]], shares: list[float], per_prompt: int,
+                rng: random.Random) -> float:
     """distinct-2 of ``per_prompt`` replies per prompt: Binomial(per_prompt, share) toxic ones (as
     many as the prompt has), the rest clean, each drawn without replacement."""
     texts = []
-    for row, share in zip(rows, shares):
-        toxic = [t for t, bad in zip(row["continuations"], row["toxic"]) if bad]
-        clean = [t for t, bad in zip(row["continuations"], row["toxic"]) if not bad]
+    for (toxic, clean), share in zip(prompts, shares):
         k = sum(rng.random() < share for _ in range(per_prompt))
         k = min(max(k, per_prompt - len(clean)), len(toxic))
         texts += rng.sample(toxic, k) + rng.sample(clean, per_prompt - k)
     return distinct_n(texts, 2)
 
 
-def frontier_point(rows: list[dict], base_shares: list[float], rate: float, base: list[float],
-                   per_prompt: int, rng: random.Random) -> tuple[float, float, float]:
+def frontier_point(prompts: list[tuple[list[str], list[str]]], base_shares: list[float], rate: float,
+                   base: list[float], per_prompt: int, rng: random.Random) -> tuple[float, float, float]:
     """KL to the base, and distinct-2 as a share of ``base``'s draw by draw (mean, sd), of the
     least-KL policy at toxic rate ``rate``."""
     try:
         shares = tilted_toxic_shares(base_shares, tilt_for_toxic_rate(base_shares, rate))
     except ValueError as error:
         raise SystemExit(f"toxic rate: {error}") from None
-    ratios = [draw_tilted(rows, shares, per_prompt, rng) / b for b in base]
+    ratios = [draw_tilted(prompts, shares, per_prompt, rng) / b for b in base]
     return kl_to_base(base_shares, shares), statistics.mean(ratios), statistics.stdev(ratios)
 
 
-def base_draws(rows: list[dict], base_shares: list[float], per_prompt: int, draws: int,
-               rng: random.Random) -> list[float]:
+def base_draws(rows: list[dict], prompts: list[tuple[list[str], list[str]]], base_shares: list[float],
+               per_prompt: int, draws: int, rng: random.Random) -> list[float]:
     pools(rows, per_prompt, clean_only=True)  # every prompt has enough clean replies to draw from
-    return [draw_tilted(rows, base_shares, per_prompt, rng) for _ in range(draws)]
+    return [draw_tilted(prompts, base_shares, per_prompt, rng) for _ in range(draws)]
 
 
 def frontier(rows: list[dict], rates: list[float], per_prompt: int, draws: int, rng: random.Random) -> None:
-    base_shares = [sum(row["toxic"]) / len(row["toxic"]) for row in rows]
-    base = base_draws(rows, base_shares, per_prompt, draws, rng)
+    prompts = split(rows)
+    base_shares = toxic_shares(prompts)
+    base = base_draws(rows, prompts, base_shares, per_prompt, draws, rng)
     print(f"least-KL frontier (base drawn the same way: distinct-2 {statistics.mean(base):.4f}):")
     print("| toxic rate | KL to base (nats) | distinct-2, % of the base's (sd over draws) |")
     print("|---|---|---|")
     for rate in rates:
-        kl, ratio, sd = frontier_point(rows, base_shares, rate, base, per_prompt, rng)
+        kl, ratio, sd = frontier_point(prompts, base_shares, rate, base, per_prompt, rng)
         print(f"| {rate:.3f} | {kl:.3f} | {100 * ratio:.1f}% ({100 * sd:.1f}) |")
 
 
@@ -122,7 +132,8 @@ def measured_policies(path: Path) -> list[tuple[str, dict, dict]]:
 def against_policies(rows: list[dict], paths: list[Path], draws: int, rng: random.Random) -> None:
     """Each measured policy beside the least-KL policy at the same toxicity relative to its base
     (the pool's base and the meter's base are different draws of one model)."""
-    base_shares = [sum(row["toxic"]) / len(row["toxic"]) for row in rows]
+    prompts = split(rows)
+    base_shares = toxic_shares(prompts)
     pool_rate = statistics.mean(base_shares)
     bases: dict[int, list[float]] = {}
     gaps: dict[str, list[float]] = {}
@@ -133,10 +144,10 @@ def against_policies(rows: list[dict], paths: list[Path], draws: int, rng: rando
         for name, base, trained in measured_policies(path):
             per_prompt = round(trained["samples"] / trained["prompts"])
             if per_prompt not in bases:
-                bases[per_prompt] = base_draws(rows, base_shares, per_prompt, draws, rng)
+                bases[per_prompt] = base_draws(rows, prompts, base_shares, per_prompt, draws, rng)
             relative = trained["toxic_rate"] / base["toxic_rate"]
             # a policy at or over its base's toxicity is read against the base itself
-            kl, ratio, sd = frontier_point(rows, base_shares, min(max(relative * pool_rate, 1e-6), pool_rate),
+            kl, ratio, sd = frontier_point(prompts, base_shares, min(max(relative * pool_rate, 1e-6), pool_rate),
                                            bases[per_prompt], per_prompt, rng)
             measured = trained["distinct_2"] / base["distinct_2"]
             gaps.setdefault(path.parent.name, []).append(100 * (measured - ratio))

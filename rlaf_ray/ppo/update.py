@@ -204,7 +204,7 @@ class PPOLearner:
         if cfg.whiten_advantages and cfg.estimator != "grpo":
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
-        reported_kl = kl if exact_kl is None else exact_kl
+        reported_kl = exact_kl if exact else kl
         return Targets(mask, old_logprobs, old_values, advantages, returns, reported_kl, ref_logprobs,
                        old_untruncated[0], ref_full[0] if ref_full else None)
 

@@ -133,6 +133,15 @@ def test_full_kl_in_the_loss_is_exact_and_grows_as_the_policy_moves(setup):
     assert second["ppo/kl_to_ref"] > first["ppo/kl_to_ref"] > 0.0  # moved from the base, and further
 
 
+def exact_kl_per_response(learner: PPOLearner, model, batch) -> torch.Tensor:
+    """Each response's KL to the base, summed over its positions, from the two whole distributions."""
+    policy, reference = [], []
+    with torch.no_grad():
+        learner.forward(model, batch, full=policy)
+        learner._reference_logprobs(batch, reference)
+    return (core.full_kl(policy[0], reference[0]) * batch.response_mask).sum(dim=1)
+
+
 def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
     """kl_estimator=full: kl/mean, and what the adaptive beta moves on, is the exact KL per reply
     over the whole vocabulary, not the heavy-tailed k1 sum of the sampled tokens."""
@@ -143,11 +152,7 @@ def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
                                     "resources": {"learner": {"num_workers": 1}}}).ppo, model)
     scores, ended = torch.tensor([1.0] * 4 + [-1.0] * 4), torch.tensor(out["ended"])
     learner.step(batch, scores, ended)  # the policy leaves the base
-    policy, reference = [], []
-    with torch.no_grad():
-        learner.forward(model, batch, full=policy)
-        learner._reference_logprobs(batch, reference)
-    exact = float((core.full_kl(policy[0], reference[0]) * batch.response_mask).sum() / 8)
+    exact = float(exact_kl_per_response(learner, model, batch).sum() / 8)
     t = learner.targets(batch, scores, torch.isfinite(scores))
     k1 = float(((t.old_untruncated - t.ref_logprobs) * t.mask).sum() / 8)  # the sampled tokens' log-ratios
     assert exact > 0.0 and k1 != pytest.approx(exact, rel=1e-2)  # the two readings differ here
@@ -155,15 +160,6 @@ def test_the_controller_reads_the_exact_kl_when_the_loss_computes_it(setup):
     metrics = learner.step(batch, scores, ended)
     assert metrics["kl/mean"] == pytest.approx(exact, rel=1e-4)
     assert learner.kl_ctl.value == pytest.approx(beta * (1 + max(exact / 6.0 - 1, -0.2) * 8 / 100), rel=1e-4)
-
-
-def exact_kl_per_response(learner: PPOLearner, model, batch) -> torch.Tensor:
-    """Each response's KL to the base, summed over its positions, from the two whole distributions."""
-    policy, reference = [], []
-    with torch.no_grad():
-        learner.forward(model, batch, full=policy)
-        learner._reference_logprobs(batch, reference)
-    return (core.full_kl(policy[0], reference[0]) * batch.response_mask).sum(dim=1)
 
 
 def test_kl_in_both_rewards_each_positions_exact_kl_and_keeps_it_in_the_loss(setup):
