@@ -23,10 +23,27 @@ from tests.conftest import REPO
 BUCKET = "rlaf-test"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Ports `ray start` takes unless told otherwise: the client server's, the workers' range and the
+# dashboard agent's. A port the system hands out may be one of them (CI once drew 52365 for the
+# head, which Ray then refused as the dashboard agent's).
+RAY_DEFAULT_PORTS = {*range(10001, 20000), 52365}
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports, none of Ray's defaults (all held open until all are drawn)."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in RAY_DEFAULT_PORTS:
+                s.close()
+                continue
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 @pytest.fixture
@@ -76,12 +93,14 @@ def test_submitted_jobs_write_to_s3_resume_from_it_and_refuse_a_relative_output(
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    port, dashboard = free_port(), free_port()
+    port, dashboard, agent = free_ports(3)
     # The object store's credentials reach the workers from the environment `ray start` ran in,
     # as cluster.yaml gives them the hub token: never through the job's runtime env.
-    subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                    "--disable-usage-stats"], check=True, env={**env, **s3_env}, capture_output=True, timeout=180)
+    head = subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                           f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"],
+                          env={**env, **s3_env}, capture_output=True, text=True, timeout=180)
+    assert head.returncode == 0, head.stderr[-3000:]
     address = f"http://127.0.0.1:{dashboard}"
     try:
         # The shipped runtime env, with the hub cache moved off the cluster's shared disk.
