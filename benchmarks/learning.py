@@ -3,12 +3,18 @@ measured on the world's ground truth: base vs trained for every measure of the r
 mean and min-max over seeds, the KL of the trained adapters to the base, and the wall time; per
 seed, the judged rates with their standard errors over the held-out prompts (the meter's own noise).
 
-    python benchmarks/learning.py [--seeds 0 1 2] [--out DIR] [key=value ...]
+    python benchmarks/learning.py [--seeds 0 1 2] [--samples-per-prompt 32] [--out DIR] [key=value ...]
 
 ``key=value`` overrides change the recipe (e.g. ``ppo.reward_norm=false`` for an ablation).
 Each seed is a fresh run of ``jobs/configs/offline_tiny.yaml`` with ``ppo.seed`` set (the meter's
 seed stays fixed, so every seed's base is measured on the same draws). The done-when checks of
 issue 15 are printed per seed. Results go to ``<out>/learning.json``.
+
+The meter draws 32 replies per held-out prompt (``evaluation.samples_per_prompt``), not the demo
+config's 8: with 8, one reading of a policy's distinct-2 against its base's varies by about 3
+points of the base's (sd over redraws, ``benchmarks/ideal_detox.py``), as much as the headroom
+between the 90% bar and the least-KL detox at the toxic bar (95%), so the bar was decided by the
+draw; 32 halve that, and see the repeated replies 8 samples of a prompt rarely show.
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ def checks(base: dict, trained: dict) -> dict[str, bool]:
     }
 
 
-def run_seed(config: str, seed: int, out: Path, overrides: list[str]) -> dict:
+def run_seed(config: str, seed: int, out: Path, overrides: list[str], samples_per_prompt: int) -> dict:
     from rlaf_ray.config import load_config
     from rlaf_ray.train import train
 
-    cfg = load_config(config, [*overrides, f"ppo.seed={seed}", f"run.name=learning-seed{seed}",
-                               f"run.output_dir={out}", "evaluation.after_train=true"])
+    cfg = load_config(config, [f"evaluation.samples_per_prompt={samples_per_prompt}", *overrides, f"ppo.seed={seed}",
+                               f"run.name=learning-seed{seed}", f"run.output_dir={out}",
+                               "evaluation.after_train=true"])
     start = time.perf_counter()
     run_dir = train(cfg)
     seconds = time.perf_counter() - start
@@ -50,7 +57,7 @@ def run_seed(config: str, seed: int, out: Path, overrides: list[str]) -> dict:
         for rate in ("toxic_rate", "grammatical_rate"):
             if rate in metrics:
                 metrics[f"{rate}_se"] = standard_error(report / name / "samples.jsonl", rate.removesuffix("_rate"))
-    return {"seed": seed, "seconds": seconds, **result}
+    return {"seed": seed, "seconds": seconds, "samples_per_prompt": cfg.evaluation.samples_per_prompt, **result}
 
 
 def standard_error(samples: Path, judge: str) -> float:
@@ -88,11 +95,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="jobs/configs/offline_tiny.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--samples-per-prompt", type=int, default=32,
+                        help="replies the meter draws per held-out prompt (default 32; the demo's report uses 8)")
     parser.add_argument("--out", help="where runs and learning.json go (default: a temporary directory)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the recipe")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="rlaf-learning-")).resolve()
-    runs = [run_seed(args.config, seed, out, args.overrides) for seed in args.seeds]
+    runs = [run_seed(args.config, seed, out, args.overrides, args.samples_per_prompt) for seed in args.seeds]
     print_table(runs)
     (out / "learning.json").write_text(json.dumps({"overrides": args.overrides, "runs": runs}, indent=1))
     print(f"results: {out / 'learning.json'}")

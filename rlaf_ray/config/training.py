@@ -36,6 +36,11 @@ class PPOSettings(Section):
         "response's sequence reward less the mean of the other responses to its prompt (Ahmadian et al. 2024); "
         "grpo: the reward standardized within its prompt's group (Shao et al. 2024). rloo and grpo build no "
         "value head and need samples_per_prompt >= 2."))
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description=(
+        "grpo: what divides a response's reward less its group's mean (TRL's scale_rewards). group: the "
+        "group's std (the GRPO paper's; a group of replies that all score alike has its small differences "
+        "blown up to unit scale); batch: the std of the rewards over the whole batch, all learners (Lite "
+        "PPO); none: nothing (Dr. GRPO)."))
     samples_per_prompt: int = Field(1, ge=1, description=(
         "Responses sampled per prompt, kept together on one learner (the group of rloo and grpo)."))
     critic: Literal["detached", "shared"] = Field("detached", description=(
@@ -102,6 +107,10 @@ class PPOSettings(Section):
         if self.estimator != "gae" and self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt: {self.estimator} compares responses to the same prompt; "
                              f"set samples_per_prompt to 2 or more (got {self.samples_per_prompt})")
+        if self.scale_rewards != "group" and self.estimator != "grpo":
+            raise ValueError(f"scale_rewards: only grpo scales its rewards ({self.estimator}'s advantages are "
+                             f"whitened over the batch by whiten_advantages); leave it at 'group' "
+                             f"(got {self.scale_rewards!r})")
         return self
 
     @model_validator(mode="after")

@@ -5,7 +5,10 @@ sequence reward compared with the other responses to its prompt, so no value hea
 
 - ``rloo`` (REINFORCE leave-one-out, Ahmadian et al. 2024; TRL's RLOO): ``r_i`` less the mean of
   the *other* responses of its group, an unbiased baseline;
-- ``grpo`` (Shao et al. 2024; TRL's GRPO): ``(r_i - mean) / (std + eps)`` within the group.
+- ``grpo`` (Shao et al. 2024; TRL's GRPO): ``r_i - mean`` of its group, divided by a std as
+  ``scale`` says (TRL's ``scale_rewards``): ``group``, the group's own std (the paper's);
+  ``none``, no division (Dr. GRPO, Liu et al. 2025); ``batch``, the std of the rewards over the
+  whole batch (Lite PPO, Liu et al. 2025), which the caller applies: it spans every learner.
 
 Responses without a valid reward (non-finite score) take no part: they get advantage 0 and are
 left out of their group's baseline; a group with fewer than two valid responses has nothing to
@@ -19,8 +22,14 @@ import torch
 GRPO_EPS = 1e-4
 
 
-def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, group: int, estimator: str) -> torch.Tensor:
-    """``rewards``, ``valid``: shape [B] with B a multiple of ``group``; returns advantages [B]."""
+GRPO_SCALES = ("group", "batch", "none")
+
+
+def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, group: int, estimator: str,
+                     scale: str = "group") -> torch.Tensor:
+    """``rewards``, ``valid``: shape [B] with B a multiple of ``group``; returns advantages [B].
+    ``scale`` (grpo only): ``group`` divides by the group's std; ``batch`` and ``none`` leave the
+    centred rewards undivided here."""
     if rewards.shape[0] % group:
         raise ValueError(f"{rewards.shape[0]} responses are not whole groups of {group}")
     r = rewards.view(-1, group).double()
@@ -32,9 +41,13 @@ def group_advantages(rewards: torch.Tensor, valid: torch.Tensor, group: int, est
         others_mean = (total - r) / (n - 1).clamp(min=1)
         advantages = r - others_mean
     elif estimator == "grpo":
+        if scale not in GRPO_SCALES:
+            raise ValueError(f"scale: expected one of {', '.join(GRPO_SCALES)}, got {scale!r}")
         mean = total / n.clamp(min=1)
-        std = (((r - mean) ** 2 * v).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
-        advantages = (r - mean) / (std + GRPO_EPS)
+        advantages = r - mean
+        if scale == "group":
+            std = (((r - mean) ** 2 * v).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+            advantages = advantages / (std + GRPO_EPS)
     else:
         raise ValueError(f"estimator: expected 'rloo' or 'grpo', got {estimator!r}")
     advantages = torch.where(comparable, advantages, torch.zeros_like(advantages))

@@ -26,7 +26,7 @@ from rlaf_ray.config import GenerationSettings, PPOSettings
 from rlaf_ray.ppo import core
 from rlaf_ray.ppo.batch import RolloutBatch
 from rlaf_ray.ppo.distributed import global_masked_stats, global_sums, world_size
-from rlaf_ray.ppo.groups import group_advantages, sequence_rewards
+from rlaf_ray.ppo.groups import GRPO_EPS, group_advantages, sequence_rewards
 from rlaf_ray.ppo.sampling import SamplingDistribution
 
 
@@ -197,10 +197,14 @@ class PPOLearner:
             advantages, returns = core.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         else:
             # One advantage per response, on each of its tokens (mask zeroes the rest).
-            per_response = group_advantages(sequence_rewards(scores, reward_kl, mask, kl_coef), finite,
-                                            cfg.samples_per_prompt, cfg.estimator)
+            sequence = sequence_rewards(scores, reward_kl, mask, kl_coef)
+            per_response = group_advantages(sequence, finite, cfg.samples_per_prompt, cfg.estimator,
+                                            cfg.scale_rewards)
+            if cfg.estimator == "grpo" and cfg.scale_rewards == "batch":
+                _, var = global_masked_stats(sequence, finite)  # the rewards' std over every learner's batch
+                per_response = per_response / (var.sqrt() + GRPO_EPS)
             advantages = per_response[:, None] * mask
-        # grpo's advantages are already on a common scale, group by group.
+        # grpo's advantages are on the scale scale_rewards chose (whitening would undo it).
         if cfg.whiten_advantages and cfg.estimator != "grpo":
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)

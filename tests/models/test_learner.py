@@ -199,6 +199,25 @@ def test_kl_in_both_rewards_each_positions_exact_kl_and_keeps_it_in_the_loss(set
     assert exact_kl_per_response(learner("both"), model, twins).sum() < 0.9 * before
 
 
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_grpo_divides_the_centred_rewards_by_the_std_scale_rewards_names(setup, scale):
+    import statistics
+
+    cfg, with_head, _, out, batch = setup
+    model = PolicyWithValueHead(with_head.policy, critic="none")
+    learner = PPOLearner(from_dict({"ppo": {"estimator": "grpo", "samples_per_prompt": 4, "scale_rewards": scale,
+                                            "kl_in": "loss", "reward_norm": False, "batch_size": 8},
+                                    "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+    scores = [1.0, -1.0, 3.0, 0.0, 2.0, 2.0, 0.0, 5.0]
+    groups = [scores[:4], scores[4:]]
+    centred = [s - statistics.mean(g) for g in groups for s in g]
+    divisor = {"group": [statistics.stdev(g) for g in groups for _ in g],
+               "batch": [statistics.stdev(scores)] * 8, "none": [1.0] * 8}[scale]
+    expected = torch.tensor([c / d for c, d in zip(centred, divisor)])
+    t = learner.targets(batch, torch.tensor(scores), torch.ones(8, dtype=torch.bool))
+    assert torch.allclose(t.advantages, expected[:, None] * t.mask, rtol=1e-3, atol=1e-4)
+
+
 def test_a_decaying_learning_rate_steps_once_per_iteration_and_resumes_where_it_was(setup):
     """ppo.lr_scheduler=linear over 4 iterations: 1, 3/4, 1/2, 1/4 of the rate (never 0: the
     last update still learns); a learner restored from a checkpoint's state goes on from there."""

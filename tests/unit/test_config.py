@@ -189,6 +189,16 @@ def test_kl_estimator_must_fit_where_the_kl_goes():
     assert from_dict({"ppo": {"kl_in": "both", "kl_estimator": "full"}}).ppo.kl_in == "both"
 
 
+def test_only_grpo_scales_its_rewards():
+    (line,) = problems({"ppo": {"estimator": "rloo", "samples_per_prompt": 4, "scale_rewards": "batch"}})
+    assert line == ("ppo.scale_rewards: only grpo scales its rewards (rloo's advantages are whitened over the "
+                    "batch by whiten_advantages); leave it at 'group' (got 'batch')")
+    (line,) = problems({"ppo": {"estimator": "grpo", "samples_per_prompt": 4, "scale_rewards": "std"}})
+    assert line == "ppo.scale_rewards: expected one of 'group' | 'batch' | 'none', got 'std'"
+    cfg = from_dict({"ppo": {"estimator": "grpo", "samples_per_prompt": 4, "scale_rewards": "batch"}})
+    assert (cfg.ppo.scale_rewards, PPOSettings().scale_rewards) == ("batch", "group")
+
+
 def test_recipe_fields_and_bounds():
     ppo = PPOSettings()
     assert (ppo.weight_decay, ppo.critic, ppo.kl_in, ppo.reward_norm, ppo.early_stop_kl) == (

@@ -30,6 +30,15 @@ def test_grpo_standardizes_within_the_group():
     assert group_advantages(REWARDS, ALL, 4, "grpo").tolist() == pytest.approx(expected, rel=1e-3)
 
 
+def test_grpo_without_the_groups_std_only_centres_each_group():
+    # Dr. GRPO (none), and Lite PPO (batch, whose std over all learners the update divides by)
+    expected = [0.5, -0.5, -0.5, 0.5, -0.75, -0.75, -0.75, 2.25]
+    for scale in ("none", "batch"):
+        assert group_advantages(REWARDS, ALL, 4, "grpo", scale).tolist() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="scale: expected one of group, batch, none, got 'std'"):
+        group_advantages(REWARDS, ALL, 4, "grpo", "std")
+
+
 def test_responses_without_a_reward_are_left_out_of_the_baseline():
     valid = torch.tensor([True, True, False, True, True, False, False, False])
     # group 1 without its third response: 1 - (0 + 1)/2, 0 - (1 + 1)/2, 1 - (1 + 0)/2;
