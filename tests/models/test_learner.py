@@ -1,6 +1,7 @@
 """The PPO update on one rank (no Ray): reference via disabled adapter, dropped samples, learning."""
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -201,8 +202,6 @@ def test_kl_in_both_rewards_each_positions_exact_kl_and_keeps_it_in_the_loss(set
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
 def test_grpo_divides_the_centred_rewards_by_the_std_scale_rewards_names(setup, scale):
-    import statistics
-
     cfg, with_head, _, out, batch = setup
     model = PolicyWithValueHead(with_head.policy, critic="none")
     learner = PPOLearner(from_dict({"ppo": {"estimator": "grpo", "samples_per_prompt": 4, "scale_rewards": scale,
