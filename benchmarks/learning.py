@@ -99,7 +99,8 @@ def main() -> None:
                         help="replies the meter draws per held-out prompt (default 32; the demo's report uses 8)")
     parser.add_argument("--out", help="where runs and learning.json go (default: a temporary directory)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the recipe")
-    args = parser.parse_args()
+    # intermixed: options may come between the overrides (argparse's plain parse stops at the first)
+    args = parser.parse_intermixed_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="rlaf-learning-")).resolve()
     runs = [run_seed(args.config, seed, out, args.overrides, args.samples_per_prompt) for seed in args.seeds]
     print_table(runs)
