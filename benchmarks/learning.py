@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,8 +100,11 @@ def main() -> None:
                         help="replies the meter draws per held-out prompt (default 32; the demo's report uses 8)")
     parser.add_argument("--out", help="where runs and learning.json go (default: a temporary directory)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the recipe")
-    # intermixed: options may come between the overrides (argparse's plain parse stops at the first)
-    args = parser.parse_intermixed_args()
+    # key=value overrides may stand anywhere, after --seeds too (whose nargs="+" would take them)
+    argv = sys.argv[1:]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if not ("=" in a and not a.startswith("-"))])
+    args.overrides = overrides
     out = Path(args.out or tempfile.mkdtemp(prefix="rlaf-learning-")).resolve()
     runs = [run_seed(args.config, seed, out, args.overrides, args.samples_per_prompt) for seed in args.seeds]
     print_table(runs)
