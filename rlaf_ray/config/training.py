@@ -85,6 +85,8 @@ class PPOSettings(Section):
     target_kl: Number = Field(6.0, gt=0.0, description=(
         "Adaptive KL: the KL per response (summed over its tokens) to aim for, as kl/mean reports it: "
         "the exact KL over the vocabulary when kl_estimator=full, the k1 estimate otherwise."))
+    kl_coef_min: Annotated[Number, Field(gt=0.0)] | None = Field(None, description=(
+        "Adaptive KL: the least beta may fall to (batches under target_kl lower it); null: no floor."))
     kl_horizon: int = Field(64, ge=1, description=(
         "Adaptive KL: samples over which beta moves by up to 20% (64: about 4 default batches); a larger batch "
         "moves it by at most 20% per update."))
@@ -121,6 +123,16 @@ class PPOSettings(Section):
         if self.critic_warmup >= self.num_iterations:
             raise ValueError(f"critic_warmup: {self.critic_warmup} iterations leave none of num_iterations="
                              f"{self.num_iterations} for the policy")
+        return self
+
+    @model_validator(mode="after")
+    def _kl_floor_fits(self):
+        if self.kl_coef_min is not None and not self.adaptive_kl:
+            raise ValueError(f"kl_coef_min: a floor for the adaptive beta; set adaptive_kl to true, or "
+                             f"kl_coef_min to null (got {self.kl_coef_min})")
+        if self.kl_coef_min is not None and self.kl_coef_min > self.kl_coef:
+            raise ValueError(f"kl_coef_min: {self.kl_coef_min} is above the starting kl_coef {self.kl_coef}; "
+                             f"the floor must be at most kl_coef")
         return self
 
     @model_validator(mode="after")

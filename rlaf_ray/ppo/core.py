@@ -192,16 +192,19 @@ class AdaptiveKLController(FixedKLController):
     not by up to 100% (a short horizon, so that beta can move within a run, stays safe with
     large batches)."""
 
-    def __init__(self, kl_coef: float, target: float, horizon: int):
+    def __init__(self, kl_coef: float, target: float, horizon: int, floor: float = 0.0):
         super().__init__(kl_coef)
         self.target = target
         self.horizon = horizon
+        self.floor = floor
 
     def update(self, current_kl: float, n_steps: int) -> None:
         if not math.isfinite(current_kl):
             return
         proportional_error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + proportional_error * min(n_steps / self.horizon, 1.0)
+        # The floor: batches under the target lower the price of KL, and a policy may then
+        # spend it on moves the reward does not see (narrowing its replies) before the KL shows.
+        self.value = max(self.value * (1.0 + proportional_error * min(n_steps / self.horizon, 1.0)), self.floor)
 
 
 class RunningMoments:

@@ -70,7 +70,7 @@ class PPOLearner:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=0,
                                           num_training_steps=cfg.num_iterations)
-        self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        self.kl_ctl = (core.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon, cfg.kl_coef_min or 0.0)
                        if cfg.adaptive_kl else core.FixedKLController(cfg.kl_coef))
         self.reward_stats = core.RunningMoments()
         self.generator = torch.Generator().manual_seed(cfg.seed)

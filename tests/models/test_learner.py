@@ -94,6 +94,13 @@ def test_adaptive_kl_coefficient_updates(setup):
     assert metrics["kl/mean"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["kl/coef"] == 0.2
     assert adaptive.kl_ctl.value == pytest.approx(0.2 * (1 - 0.2 * 8 / 100))
+    # With a floor at the start, the same step leaves beta where it was.
+    floored = PPOLearner(from_dict({"ppo": {"adaptive_kl": True, "kl_coef": 0.2, "kl_coef_min": 0.2,
+                                            "target_kl": 6.0, "kl_horizon": 100, "batch_size": 8,
+                                            "num_minibatches": 2},
+                                    "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+    floored.step(batch, torch.ones(8), torch.tensor(out["ended"]))
+    assert floored.kl_ctl.value == 0.2
 
 
 def test_critic_warmup_trains_the_value_head_only(setup):

@@ -199,6 +199,15 @@ def test_only_grpo_scales_its_rewards():
     assert (cfg.ppo.scale_rewards, PPOSettings().scale_rewards) == ("batch", "group")
 
 
+def test_a_floor_for_beta_needs_the_adaptive_beta_and_sits_under_its_start():
+    (line,) = problems({"ppo": {"kl_coef_min": 0.1}})
+    assert line == ("ppo.kl_coef_min: a floor for the adaptive beta; set adaptive_kl to true, or kl_coef_min "
+                    "to null (got 0.1)")
+    (line,) = problems({"ppo": {"adaptive_kl": True, "kl_coef": 0.2, "kl_coef_min": 0.3}})
+    assert line == "ppo.kl_coef_min: 0.3 is above the starting kl_coef 0.2; the floor must be at most kl_coef"
+    assert from_dict({"ppo": {"adaptive_kl": True, "kl_coef": 0.3, "kl_coef_min": 0.2}}).ppo.kl_coef_min == 0.2
+
+
 def test_recipe_fields_and_bounds():
     ppo = PPOSettings()
     assert (ppo.weight_decay, ppo.critic, ppo.kl_in, ppo.reward_norm, ppo.early_stop_kl) == (

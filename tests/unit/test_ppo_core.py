@@ -107,6 +107,16 @@ def test_adaptive_kl_controller_moves_toward_target():
     assert fixed.value == 0.3
 
 
+def test_adaptive_kl_controller_stops_at_its_floor_and_still_rises():
+    ctl = core.AdaptiveKLController(0.3, target=0.25, horizon=64, floor=0.2)
+    ctl.update(current_kl=0.0, n_steps=64)  # x0.8 -> 0.24, over the floor
+    assert ctl.value == pytest.approx(0.24)
+    ctl.update(current_kl=0.0, n_steps=64)  # x0.8 -> 0.192: held at 0.2
+    assert ctl.value == pytest.approx(0.2)
+    ctl.update(current_kl=0.5, n_steps=64)  # over the target: x1.2 from the floor
+    assert ctl.value == pytest.approx(0.24)
+
+
 # ---------------------------------------------------------------------------------------------
 # Non-finite values at padding positions, clamped log-ratios
 
