@@ -101,10 +101,9 @@ def main() -> None:
     parser.add_argument("--out", help="where runs and learning.json go (default: a temporary directory)")
     parser.add_argument("overrides", nargs="*", help="key=value changes to the recipe")
     # key=value overrides may stand anywhere, after --seeds too (whose nargs="+" would take them)
-    argv = sys.argv[1:]
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    args = parser.parse_args([a for a in argv if not ("=" in a and not a.startswith("-"))])
-    args.overrides = overrides
+    is_override = {a: "=" in a and not a.startswith("-") for a in sys.argv[1:]}
+    args = parser.parse_args([a for a in sys.argv[1:] if not is_override[a]])
+    args.overrides = [a for a in sys.argv[1:] if is_override[a]]
     out = Path(args.out or tempfile.mkdtemp(prefix="rlaf-learning-")).resolve()
     runs = [run_seed(args.config, seed, out, args.overrides, args.samples_per_prompt) for seed in args.seeds]
     print_table(runs)
