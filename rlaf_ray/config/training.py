@@ -81,6 +81,11 @@ class PPOSettings(Section):
         "low-variance, non-negative (kl_in=loss only); full = the exact KL over the whole vocabulary at each "
         "response position (kl_in=loss or both; keeps the reference's full distribution: batch x tokens x vocab, and "
         "briefly the policy's beside it, whose exact KL the adaptive beta then reads)."))
+    kl_forward_weight: Number = Field(0.0, ge=0.0, le=1.0, description=(
+        "Share of the forward KL(base || policy) in the loss's KL term at each position: the term is beta x "
+        "((1 - w) KL(policy || base) + w KL(base || policy)) (kl_estimator=full, kl_in=loss or both; the reward's "
+        "KL stays the reverse one). The reverse KL barely prices a policy that keeps only some of the base's "
+        "likely tokens; the forward KL prices each one it drops. 0: the reverse KL alone."))
     adaptive_kl: bool = Field(False, description="Move kl_coef towards target_kl (Ziegler et al. 2019).")
     target_kl: Number = Field(6.0, gt=0.0, description=(
         "Adaptive KL: the KL per response (summed over its tokens) to aim for, as kl/mean reports it: "
@@ -140,6 +145,9 @@ class PPOSettings(Section):
         if self.kl_estimator != "k1" and self.kl_in == "reward":
             raise ValueError(f"kl_estimator: {self.kl_estimator!r} belongs in the loss (ppo.kl_in=loss); in the "
                              "reward only k1 gives an unbiased KL penalty")
+        if self.kl_forward_weight and self.kl_estimator != "full":
+            raise ValueError(f"kl_forward_weight: the forward KL is taken over the whole vocabulary; set "
+                             f"kl_estimator to full, or kl_forward_weight to 0 (got {self.kl_forward_weight})")
         if self.kl_in == "both" and self.kl_estimator != "full":
             raise ValueError(f"kl_in: 'both' prices the exact KL of each position, in the reward and in the loss; "
                              f"set kl_estimator to full (got {self.kl_estimator!r})")

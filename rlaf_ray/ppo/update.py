@@ -282,12 +282,20 @@ class PPOLearner:
             per_token = core.kl_estimate(core.masked(untruncated[0], mask), core.masked(t.ref_logprobs[idx], mask),
                                          cfg.kl_estimator)
         kl_to_ref = core.masked_mean(per_token, mask)
+        kl_term, extra = kl_to_ref, {}
+        if cfg.kl_forward_weight:
+            # KL(base || policy): its gradient in the logits is policy - base at each position, so
+            # it pulls back each base-likely token the policy drops, which the reverse KL, weighted
+            # by the policy's own probabilities, hardly sees.
+            forward = core.masked_mean(core.full_kl(t.ref_full[idx], full[0]), mask)
+            kl_term = (1 - cfg.kl_forward_weight) * kl_to_ref + cfg.kl_forward_weight * forward
+            extra["forward_kl_to_ref"] = forward.item()
         mean_entropy = core.masked_mean(entropy, mask)
         loss = pg.loss + cfg.vf_coef * vf_loss
         if cfg.entropy_coef > 0:
             loss = loss - cfg.entropy_coef * mean_entropy
         if cfg.kl_in in ("loss", "both"):
-            loss = loss + self.kl_ctl.value * kl_to_ref
+            loss = loss + self.kl_ctl.value * kl_term
         if critic_only:
             # Zero, not absent: DDP expects a gradient for every trainable parameter on every rank.
             loss = 0.0 * (pg.loss + kl_to_ref) + cfg.vf_coef * vf_loss
@@ -299,7 +307,7 @@ class PPOLearner:
                 "entropy": mean_entropy.item(),
                 "clip_fraction": pg.clip_fraction.item(), "value_clip_fraction": vf_clip.item(),
                 "approx_kl": moved.item(), "kl_to_ref": kl_to_ref.item(), "grad_norm": grad_norm,
-                "value_grad_norm": value_grad_norm}
+                "value_grad_norm": value_grad_norm, **extra}
 
     def clip_gradients(self) -> tuple[float, float]:
         """Norms of the adapter's and the value head's gradients (before clipping), each clipped

@@ -207,6 +207,47 @@ def test_kl_in_both_rewards_each_positions_exact_kl_and_keeps_it_in_the_loss(set
     assert exact_kl_per_response(learner("both"), model, twins).sum() < 0.9 * before
 
 
+def test_a_forward_kl_share_prices_the_tokens_the_policy_drops_and_pulls_it_back(setup):
+    """kl_forward_weight=w: the loss's KL term is beta x ((1 - w) KL(policy || base) + w KL(base ||
+    policy)) at each position; the forward KL the step reports is the exact one over the vocabulary,
+    and where every advantage is 0 the forward term alone pulls the policy back towards the base."""
+    cfg, with_head, _, out, batch = setup
+    model = PolicyWithValueHead(with_head.policy, critic="none")
+
+    def learner(weight: float, learning_rate: float = 1e-2) -> PPOLearner:
+        return PPOLearner(from_dict({"ppo": {"kl_in": "loss", "kl_estimator": "full", "kl_coef": 0.5,
+                                             "kl_forward_weight": weight, "estimator": "rloo",
+                                             "samples_per_prompt": 2, "whiten_advantages": False,
+                                             "reward_norm": False, "batch_size": 8, "num_minibatches": 1,
+                                             "ppo_epochs": 1, "learning_rate": learning_rate},
+                                     "resources": {"learner": {"num_workers": 1}}}).ppo, model)
+
+    def kl_per_token(twins) -> tuple[float, float]:
+        """(reverse, forward) exact KL per response token, from the two whole distributions."""
+        policy, reference = [], []
+        with torch.no_grad():
+            learner(0.0).forward(model, twins, full=policy)
+            learner(0.0)._reference_logprobs(twins, reference)
+        mask = twins.response_mask.float()
+        return (float(core.masked_mean(core.full_kl(policy[0], reference[0]), mask)),
+                float(core.masked_mean(core.full_kl(reference[0], policy[0]), mask)))
+
+    scores, ended = torch.tensor([1.0, -1.0] * 4), torch.tensor(out["ended"])
+    assert "ppo/forward_kl_to_ref" not in learner(0.0).step(batch, scores, ended)  # leaves the base
+    reverse, forward = kl_per_token(batch)
+    metrics = learner(0.5).step(batch, scores, ended)  # one minibatch: read before its step
+    assert metrics["ppo/forward_kl_to_ref"] == pytest.approx(forward, rel=1e-4)
+    assert metrics["ppo/kl_to_ref"] == pytest.approx(reverse, rel=1e-4)
+    assert forward > 0 and forward != pytest.approx(reverse, rel=1e-2)  # two different divergences
+
+    # Each response twice, equal scores in a group: every advantage is 0, only the KL term moves.
+    twins = batch.select(torch.tensor([0, 0, 1, 1, 4, 4, 5, 5]))
+    twin_scores, twin_ended = torch.tensor([1.0] * 4 + [-1.0] * 4), ended[[0, 0, 1, 1, 4, 4, 5, 5]]
+    before = kl_per_token(twins)[1]
+    learner(1.0, learning_rate=1e-3).step(twins, twin_scores, twin_ended)  # the forward KL alone
+    assert kl_per_token(twins)[1] < 0.95 * before  # 0.478 -> 0.437 nats per token; unmoved without the term
+
+
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
 def test_grpo_divides_the_centred_rewards_by_the_std_scale_rewards_names(setup, scale):
     cfg, with_head, _, out, batch = setup

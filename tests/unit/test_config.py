@@ -208,6 +208,15 @@ def test_a_floor_for_beta_needs_the_adaptive_beta_and_sits_under_its_start():
     assert from_dict({"ppo": {"adaptive_kl": True, "kl_coef": 0.3, "kl_coef_min": 0.2}}).ppo.kl_coef_min == 0.2
 
 
+def test_the_forward_kl_share_needs_the_whole_distributions_and_is_a_share():
+    (line,) = problems({"ppo": {"kl_in": "loss", "kl_estimator": "k3", "kl_forward_weight": 0.5}})
+    assert line == ("ppo.kl_forward_weight: the forward KL is taken over the whole vocabulary; set kl_estimator "
+                    "to full, or kl_forward_weight to 0 (got 0.5)")
+    (line,) = problems({"ppo": {"kl_in": "loss", "kl_estimator": "full", "kl_forward_weight": 1.5}})
+    assert line == "ppo.kl_forward_weight: 1.5 is out of range; allowed [0.0, 1.0]"
+    assert from_dict({"ppo": {"kl_in": "loss", "kl_estimator": "full", "kl_forward_weight": 0.5}}).ppo.kl_forward_weight == 0.5
+
+
 def test_recipe_fields_and_bounds():
     ppo = PPOSettings()
     assert (ppo.weight_decay, ppo.critic, ppo.kl_in, ppo.reward_norm, ppo.early_stop_kl) == (
