@@ -277,7 +277,8 @@ class PPOLearner:
         # gradient) when kl_in is loss or both. Masked before the estimator: a padding position's log-prob
         # may be the most negative float.
         if full is not None:
-            per_token = core.full_kl(full[0], t.ref_full[idx])
+            ref_full = t.ref_full[idx]  # a copy of batch x tokens x vocab: taken once per minibatch
+            per_token = core.full_kl(full[0], ref_full)
         else:
             per_token = core.kl_estimate(core.masked(untruncated[0], mask), core.masked(t.ref_logprobs[idx], mask),
                                          cfg.kl_estimator)
@@ -287,7 +288,7 @@ class PPOLearner:
             # KL(base || policy): its gradient in the logits is policy - base at each position, so
             # it pulls back each base-likely token the policy drops, which the reverse KL, weighted
             # by the policy's own probabilities, hardly sees.
-            forward = core.masked_mean(core.full_kl(t.ref_full[idx], full[0]), mask)
+            forward = core.masked_mean(core.full_kl(ref_full, full[0]), mask)
             kl_term = (1 - cfg.kl_forward_weight) * kl_to_ref + cfg.kl_forward_weight * forward
             extra["forward_kl_to_ref"] = forward.item()
         mean_entropy = core.masked_mean(entropy, mask)

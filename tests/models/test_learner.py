@@ -224,10 +224,10 @@ def test_a_forward_kl_share_prices_the_tokens_the_policy_drops_and_pulls_it_back
 
     def kl_per_token(twins) -> tuple[float, float]:
         """(reverse, forward) exact KL per response token, from the two whole distributions."""
-        policy, reference = [], []
+        policy, reference, reader = [], [], learner(0.0)
         with torch.no_grad():
-            learner(0.0).forward(model, twins, full=policy)
-            learner(0.0)._reference_logprobs(twins, reference)
+            reader.forward(model, twins, full=policy)
+            reader._reference_logprobs(twins, reference)
         mask = twins.response_mask.float()
         return (float(core.masked_mean(core.full_kl(policy[0], reference[0]), mask)),
                 float(core.masked_mean(core.full_kl(reference[0], policy[0]), mask)))
