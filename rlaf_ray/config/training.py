@@ -60,6 +60,11 @@ class PPOSettings(Section):
     gamma: Number = Field(1.0, ge=0.0, le=1.0, description="Discount over response tokens.")
     lam: Number = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
     whiten_advantages: bool = Field(True, description="Normalize advantages over the batch (all learners).")
+    positive_advantage_weight: Number = Field(1.0, ge=0.0, le=1.0, description=(
+        "Multiplies every positive advantage (after whitening), leaving the negative ones (W-REINFORCE, Zhu et "
+        "al. 2025). Lowering a sampled bad reply frees its mass to the policy's other replies in their own "
+        "proportions; raising a sampled good one concentrates the policy onto the few that were sampled. "
+        "1: the plain estimator; 0: learn from the bad replies alone."))
     max_grad_norm: Annotated[Number, Field(gt=0.0)] | None = Field(1.0, description=(
         "Gradient-norm clip, adapter and value head each on their own; null: no clipping."))
     early_stop_kl: Annotated[Number, Field(gt=0.0)] | None = Field(None, description=(

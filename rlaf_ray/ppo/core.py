@@ -57,6 +57,18 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
     return masked(out, mask)
 
 
+def weigh_positive(advantages: torch.Tensor, weight: float) -> torch.Tensor:
+    """Scale the positive advantages by ``weight``, leave the negative ones (W-REINFORCE, Zhu et
+    al. 2025). Why: a negative advantage lowers its sampled token and hands the freed mass to
+    every other token in proportion to the policy's own probabilities (the base's, early on),
+    which is the tilted base the KL-regularized optimum is; a positive one raises the sampled
+    token itself, and which of a prompt's many clean replies happen to be sampled is noise that
+    concentrates the policy onto some of them. 1: the plain estimator."""
+    if weight == 1.0:
+        return advantages
+    return torch.where(advantages > 0, advantages * weight, advantages)
+
+
 def truncated_is_weights(proximal: torch.Tensor, behaviour: torch.Tensor, stale: torch.Tensor,
                          truncation: float) -> torch.Tensor:
     """Decoupled PPO's per-token weight pi_prox / pi_behav, truncated at ``truncation``, for the

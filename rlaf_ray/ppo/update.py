@@ -208,6 +208,8 @@ class PPOLearner:
         if cfg.whiten_advantages and cfg.estimator != "grpo":
             mean, var = global_masked_stats(advantages, mask)
             advantages = core.masked_whiten(advantages, mask, mean=mean, var=var)
+        # After whitening: the sign that counts is the one against the batch's baseline.
+        advantages = core.weigh_positive(advantages, cfg.positive_advantage_weight)
         reported_kl = exact_kl if exact else kl
         return Targets(mask, old_logprobs, old_values, advantages, returns, reported_kl, ref_logprobs,
                        old_untruncated[0], ref_full[0] if ref_full else None)

@@ -265,6 +265,25 @@ def test_grpo_divides_the_centred_rewards_by_the_std_scale_rewards_names(setup, 
     assert torch.allclose(t.advantages, expected[:, None] * t.mask, rtol=1e-3, atol=1e-4)
 
 
+def test_the_positive_advantage_weight_reaches_the_loss_after_whitening(setup):
+    """rloo, whitened: with weight 0.25 every rewarded reply's advantage is a quarter of what the
+    plain estimator gives, every punished reply's the same."""
+    cfg, with_head, _, out, batch = setup
+    model = PolicyWithValueHead(with_head.policy, critic="none")
+
+    def advantages(weight: float) -> torch.Tensor:
+        ppo = from_dict({"ppo": {"estimator": "rloo", "samples_per_prompt": 4, "kl_in": "loss", "batch_size": 8,
+                                 "reward_norm": False, "positive_advantage_weight": weight},
+                         "resources": {"learner": {"num_workers": 1}}}).ppo
+        t = PPOLearner(ppo, model).targets(batch, torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0]),
+                                           torch.ones(8, dtype=torch.bool))
+        return t.advantages[:, 0]
+
+    plain, weighted = advantages(1.0), advantages(0.25)
+    assert (plain > 0).sum() == 5 and (plain < 0).sum() == 3
+    assert torch.allclose(weighted, torch.where(plain > 0, plain / 4, plain))
+
+
 def test_a_decaying_learning_rate_steps_once_per_iteration_and_resumes_where_it_was(setup):
     """ppo.lr_scheduler=linear over 4 iterations: 1, 3/4, 1/2, 1/4 of the rate (never 0: the
     last update still learns); a learner restored from a checkpoint's state goes on from there."""

@@ -217,6 +217,13 @@ def test_the_forward_kl_share_needs_the_whole_distributions_and_is_a_share():
     assert from_dict({"ppo": {"kl_in": "loss", "kl_estimator": "full", "kl_forward_weight": 0.5}}).ppo.kl_forward_weight == 0.5
 
 
+def test_the_positive_advantage_weight_is_a_share():
+    (line,) = problems({"ppo": {"positive_advantage_weight": 1.5}})
+    assert line == "ppo.positive_advantage_weight: 1.5 is out of range; allowed [0.0, 1.0]"
+    assert PPOSettings().positive_advantage_weight == 1.0
+    assert from_dict({"ppo": {"positive_advantage_weight": 0.1}}).ppo.positive_advantage_weight == 0.1
+
+
 def test_recipe_fields_and_bounds():
     ppo = PPOSettings()
     assert (ppo.weight_decay, ppo.critic, ppo.kl_in, ppo.reward_norm, ppo.early_stop_kl) == (

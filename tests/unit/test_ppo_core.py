@@ -227,3 +227,35 @@ def test_truncated_is_weights_by_hand():
     weights = core.truncated_is_weights(proximal, behaviour, torch.tensor([True, False]), truncation=3.0)
     assert weights[0].tolist() == pytest.approx([2.0, 3.0])  # 0.9 / 0.1 = 9, truncated to 3
     assert weights[1].tolist() == [1.0, 1.0]  # not stale: no correction, whatever the ratio
+
+
+def test_weigh_positive_scales_the_rewarded_and_keeps_the_punished():
+    """An rloo group of one toxic reply and three clean ones (rewards 0, 1, 1, 1) and a group with
+    nothing to compare: the toxic reply's -1 stays, each clean reply's +1/3 becomes +1/30."""
+    advantages = torch.tensor([-1.0, 1 / 3, 1 / 3, 1 / 3, 0.0, 0.0])
+    assert core.weigh_positive(advantages, 0.1).tolist() == pytest.approx([-1.0, 1 / 30, 1 / 30, 1 / 30, 0.0, 0.0])
+    assert core.weigh_positive(advantages, 0.0).tolist() == pytest.approx([-1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert torch.equal(core.weigh_positive(advantages, 1.0), advantages)
+
+
+def test_a_punished_token_hands_its_mass_to_the_others_in_their_proportions():
+    """Why ``weigh_positive`` exists, on one softmax: a step down on a sampled bad token moves the
+    ratio of two good tokens by eta x A x (p_a - p_b) in log space (mass goes to each in proportion to
+    its probability); the same-size step up on a sampled good token moves that ratio by
+    eta x A x (1 - p_a + p_b), concentrating onto the token that happened to be sampled."""
+    logits = torch.tensor([1.0, 0.5, 0.0, -0.5])  # tokens 0-2 good, 3 bad
+    eta = 0.5
+
+    def step(token: int, advantage: float) -> torch.Tensor:
+        z = logits.clone().requires_grad_(True)
+        (-advantage * torch.log_softmax(z, dim=0)[token]).backward()
+        return torch.log_softmax(logits - eta * z.grad, dim=0)
+
+    p = torch.softmax(logits, dim=0)
+    base = torch.log_softmax(logits, dim=0)
+    punished, rewarded = step(3, -1.0), step(0, 1.0)
+    moved_down = (punished[0] - punished[1]) - (base[0] - base[1])
+    moved_up = (rewarded[0] - rewarded[1]) - (base[0] - base[1])
+    assert moved_down.item() == pytest.approx(eta * (p[0] - p[1]).item(), rel=1e-5)
+    assert moved_up.item() == pytest.approx(eta * (1 - p[0] + p[1]).item(), rel=1e-5)
+    assert moved_up > 4 * moved_down  # 0.41 nats against 0.09
