@@ -66,6 +66,19 @@ def check_lora_targets(cfg: RLAFConfig) -> None:
                            f"{cfg.model.name_or_path!r}; its linear layers: {', '.join(layers)}"])
 
 
+def check_lora_init(cfg: RLAFConfig) -> None:
+    """EVA reads each adapted layer's input over whole prompts; an encoder-decoder's decoder sees
+    no prompt tokens, only what it generates, so its layers have nothing to read here."""
+    from transformers import AutoConfig
+
+    if cfg.lora.init != "eva":
+        return
+    config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ConfigError([f"lora.init: 'eva' needs a causal LM, and {cfg.model.name_or_path!r} is an "
+                           f"encoder-decoder; set lora.init to random"])
+
+
 # Where a causal LM's config says how many positions it has (learned or trained-for).
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
@@ -115,6 +128,7 @@ def prepare(cfg: RLAFConfig, splits: tuple[str, ...] = ("train",), evaluation: b
     check_model_source("model.name_or_path", cfg.model.name_or_path)
     check_context(cfg)
     check_lora_targets(cfg)
+    check_lora_init(cfg)
     check_policy(cfg)
     check_reward(cfg.reward)
     if evaluation:

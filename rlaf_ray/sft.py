@@ -18,16 +18,18 @@ from pathlib import Path
 import pandas as pd
 import ray
 import ray.train
+from peft import get_peft_model, prepare_model_for_kbit_training
 from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
-from rlaf_ray.config import ConfigError, RLAFConfig
+from rlaf_ray.config import QUANTIZED_DTYPES, ConfigError, RLAFConfig
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.controller_settings import controller_settings
 from rlaf_ray.data import PromptSplit, load_split
 from rlaf_ray.determinism import use_deterministic_algorithms
 from rlaf_ray.devices import default_device
 from rlaf_ray.models.policy import (
+    init_eva,
     is_seq2seq,
     load_base_model,
     load_tokenizer,
@@ -85,9 +87,14 @@ def build_sft_trainer(cfg: RLAFConfig, train_rows: pd.DataFrame, eval_rows: pd.D
         dataloader_num_workers=0, dataset_num_proc=None)
     # Loaded onto its device: a quantized base cannot be moved there afterwards.
     device = default_device()
-    return SFTTrainer(model=load_base_model(cfg.model, device), args=args, train_dataset=to_hf_dataset(train_rows),
-                      eval_dataset=to_hf_dataset(eval_rows), processing_class=load_tokenizer(cfg.model),
-                      peft_config=lora_config(cfg.lora))
+    model, tokenizer, peft_config = load_base_model(cfg.model, device), load_tokenizer(cfg.model), lora_config(cfg.lora)
+    if cfg.lora.init == "eva":  # the baseline's adapter starts as the RL run's does (DDP keeps rank 0's)
+        if cfg.model.dtype in QUANTIZED_DTYPES:  # what SFTTrainer does itself when it builds the adapter
+            model = prepare_model_for_kbit_training(model)
+        model, peft_config = get_peft_model(model, peft_config), None
+        init_eva(model, tokenizer, [str(p) for p in train_rows["prompt"][:cfg.lora.eva_prompts]], cfg.model)
+    return SFTTrainer(model=model, args=args, train_dataset=to_hf_dataset(train_rows),
+                      eval_dataset=to_hf_dataset(eval_rows), processing_class=tokenizer, peft_config=peft_config)
 
 
 def _rows(name: str) -> pd.DataFrame:

@@ -119,6 +119,14 @@ def prompt_data_config() -> DataConfig:
     return DataConfig(execution_options=ExecutionOptions(preserve_order=True))
 
 
+def eva_prompts(cfg: RLAFConfig, prompts: PromptSplit) -> list[str]:
+    """``lora.init: eva``: the first ``lora.eva_prompts`` train prompts, as the rollouts see them
+    (the split's fixed order: the same prompts on every run and resume); none otherwise."""
+    if cfg.lora.init != "eva":
+        return []
+    return [str(row["prompt"]) for row in prompts.dataset.take(cfg.lora.eva_prompts)]
+
+
 def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placement_group,
                  prompts: PromptSplit | None) -> Path:
     """Save the run's config, start the role actors and run the learner group to the end."""
@@ -140,7 +148,7 @@ def run_learners(cfg: RLAFConfig, changes: list, callbacks: list | None, placeme
             # The role actors' handles travel by reference: a handle unpickled in Ray Train's
             # controller would import its class's module there (torch, peft: see learner_entry).
             train_loop_config={"config": cfg, "roles": ray.put((roles.rollout, roles.reward)),
-                               "num_prompts": stats["rows"], "stop": stop},
+                               "num_prompts": stats["rows"], "stop": stop, "eva_prompts": eva_prompts(cfg, prompts)},
             scaling_config=scaling_config(cfg.resources.learner),
             run_config=ray.train.RunConfig(
                 name=cfg.run.name,

@@ -43,11 +43,26 @@ class LoraSettings(Section):
         "Linear layers to adapt, by name; null: peft's default for the architecture."))
     init_from: str | None = Field(None, description=(
         "A saved PEFT adapter directory to continue from (its own r, alpha and targets apply)."))
+    init: Literal["random", "eva"] = Field("random", description=(
+        "How a new adapter's A matrices start (B starts at 0 either way, so the adapter starts as the base): "
+        "random (peft's default, Kaiming-uniform: a random r-dimensional view of each layer's input, "
+        "different for every seed); eva (Explained Variance Adaptation, Paischer et al. 2024, peft's "
+        "init_lora_weights='eva'): the top-r principal directions of each layer's input over "
+        "eva_prompts train prompts, the same for every seed."))
+    eva_prompts: int = Field(256, ge=8, description=(
+        "init=eva: how many train prompts' activations the principal directions are computed from."))
 
     @model_validator(mode="after")
     def _targets_not_empty(self):
         if self.target_modules is not None and not self.target_modules:
             raise ValueError("target_modules: empty list; give module names or null for the default")
+        return self
+
+    @model_validator(mode="after")
+    def _eva_starts_a_new_adapter(self):
+        if self.init == "eva" and self.init_from is not None:
+            raise ValueError(f"init: 'eva' initializes a new adapter, and init_from {self.init_from!r} continues a "
+                             f"saved one; set init to random, or init_from to null")
         return self
 
 

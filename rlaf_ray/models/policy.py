@@ -12,10 +12,12 @@ from typing import Sequence
 
 import torch
 from peft import (
+    EvaConfig,
     LoraConfig,
     PeftModel,
     get_peft_model,
     get_peft_model_state_dict,
+    initialize_lora_eva_weights,
     prepare_model_for_kbit_training,
     set_peft_model_state_dict,
 )
@@ -227,6 +229,24 @@ def load_policy(model_cfg: ModelSettings, lora: LoraSettings, device: torch.devi
     if lora.init_from is not None:
         return PeftModel.from_pretrained(base, lora.init_from, is_trainable=True)
     return get_peft_model(base, lora_config(lora, is_seq2seq(model_cfg)))
+
+
+# EVA's prompts go through the policy in batches of this many (activations only, no gradients).
+EVA_BATCH = 32
+
+
+def init_eva(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+             model_cfg: ModelSettings) -> None:
+    """``lora.init: eva``: each adapted layer's A becomes the top-r right-singular vectors of that
+    layer's inputs over ``prompts`` (peft's EVA, its SVD seeded: the same A for every run on the same
+    prompts); B stays 0, so the policy still equals its base, which the reference relies on. Ranks
+    are not redistributed between layers (rho 1): every layer keeps lora.r, as configured."""
+    config = policy.peft_config["default"]
+    config.init_lora_weights = "eva"  # peft's own check; saved with the adapter, it says how A began
+    config.eva_config = EvaConfig(rho=1.0, use_label_mask=False)
+    batches = [dict(encode_prompts(tokenizer, prompts[i:i + EVA_BATCH], model_cfg, policy.device))
+               for i in range(0, len(prompts), EVA_BATCH)]
+    initialize_lora_eva_weights(policy, batches, show_progress_bar=False, gather_distributed_inputs=False)
 
 
 def check_init_adapter(lora: LoraSettings) -> None:

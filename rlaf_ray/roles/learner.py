@@ -34,6 +34,7 @@ from rlaf_ray.models.policy import (
     PolicyWithValueHead,
     adapter_state_dict,
     eos_token_id,
+    init_eva,
     learner_model,
     load_tokenizer,
     trainable_parameters,
@@ -86,7 +87,7 @@ def learner_loop(loop_config: dict) -> None:
     rank = context.get_world_rank()
     roles = RankRoles(rollout_workers, reward_workers, rollout_routes(
         rank, context.get_world_size(), len(rollout_workers), len(reward_workers)))
-    learner, state = build_learner(cfg, rollout_workers)
+    learner, state = build_learner(cfg, rollout_workers, loop_config.get("eva_prompts", []))
     batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.prompts_per_iteration // learner.world,
                              state, seed=cfg.data.seed * 7919 + rank)
     ahead: deque[Flight] = deque()  # batches sent to the pool, oldest first
@@ -255,9 +256,10 @@ class Learner:
                 "world/grammatical_rate": s["grammatical"] / s["samples"]}
 
 
-def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, LoopState]:
+def build_learner(cfg: RLAFConfig, rollout_workers: list, eva_prompts: list[str]) -> tuple[Learner, LoopState]:
     """The policy with its value head under DDP, the PPO update, the state to start from (the
-    latest checkpoint's, if any); rank 0 sends that adapter to every rollout actor."""
+    latest checkpoint's, if any); rank 0 sends that adapter to every rollout actor. A new run
+    with ``lora.init: eva`` starts its adapter from ``eva_prompts``."""
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     use_deterministic_algorithms(cfg.run.deterministic)
@@ -266,6 +268,12 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
     # Critic-free estimators build no value head (nothing of it in DDP, checkpoints or memory).
     inner = learner_model(cfg.model, cfg.lora, cfg.ppo.value_head, ray.train.torch.get_device())
     policy = inner.policy
+    checkpoint = ray.train.get_checkpoint()
+    if eva_prompts and checkpoint is None:  # every rank: the same prompts give the same A (seeded SVD)
+        init_eva(policy, tokenizer, eva_prompts, cfg.model)
+        if rank == 0:
+            print(f"[rlaf] LoRA A from the principal directions of {len(eva_prompts)} train prompts (EVA)",
+                  file=sys.__stdout__, flush=True)
     # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same
     # frozen base, so only the trainable tensors need it (MBs of adapter, not GBs of base).
     frozen = [name for name, p in inner.named_parameters() if not p.requires_grad]
@@ -274,7 +282,6 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list) -> tuple[Learner, Loop
     ppo = PPOLearner(cfg.ppo, model, cfg.generation, eos_token_id(cfg.generation, tokenizer))
     trainable, total = trainable_parameters(inner)
 
-    checkpoint = ray.train.get_checkpoint()
     state = restore(checkpoint, inner, ppo) if checkpoint is not None else LoopState()
     log = None
     if rank == 0:

@@ -1,5 +1,5 @@
-"""End to end on local Ray: 2 learners, 1 rollout, 1 reward actor; the reward must rise, and the
-same config and seed give the same learning metrics again. The run uses the critic-free rloo
+"""End to end on local Ray: 2 learners, 1 rollout, 1 reward actor, the adapter started by EVA; the
+reward must rise, and the same config and seed give the same learning metrics again. The run uses the critic-free rloo
 estimator (groups of 4 responses per prompt, each group on one rank): the gae estimator learns end
 to end in the demo test."""
 
@@ -37,7 +37,9 @@ def test_ppo_learns_a_known_reward_and_learns_it_again_identically(ray_local, po
         reward={"callable": "tests.rewards:prefers_questions"},
         data=WORLD_DATA,
         generation={"max_new_tokens": 24},
-        lora={"target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
+        # EVA: A from the train prompts' principal directions, on each learner alike (rerun below).
+        lora={"target_modules": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"], "init": "eva",
+              "eva_prompts": 32},
         ppo={"num_iterations": 12, "batch_size": 16, "num_minibatches": 2, "ppo_epochs": 4,
              "learning_rate": 4e-3, "kl_coef": 0.02, "estimator": "rloo", "samples_per_prompt": 4},
         run={"checkpoint_every": 6},
@@ -61,6 +63,7 @@ def test_ppo_learns_a_known_reward_and_learns_it_again_identically(ray_local, po
     model = PeftModel.from_pretrained(base, str(run_dir / "final" / "adapter"))
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and any(p.abs().sum() > 0 for p in lora)  # trained: B starts at zero
+    assert json.loads((run_dir / "final" / "adapter" / "adapter_config.json").read_text())["init_lora_weights"] == "eva"
     assert (run_dir / "config.yaml").is_file()
     assert json.loads((run_dir / "checkpoint_000012" / "state.json").read_text())["iteration"] == 12
     # critic-free: no value head trained, checkpointed or counted

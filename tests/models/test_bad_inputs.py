@@ -65,6 +65,10 @@ CATALOGUE = [
     ("context-too-long", [*TRAIN, "model.max_prompt_length=5000"],
      "model.max_prompt_length: 5000 prompt tokens + generation.max_new_tokens 24 exceed the 1024-token context"),
     ("init-adapter-not-there", [*TRAIN, "lora.init_from={tmp}/empty"], "lora.init_from: '{tmp}/empty' has no adapter_config.json"),
+    ("eva-and-init-from", [*TRAIN, "lora.init=eva", "lora.init_from={tmp}/empty"],
+     "lora.init: 'eva' initializes a new adapter, and init_from '{tmp}/empty' continues a saved one"),
+    ("eva-seq2seq", [*TRAIN, "model.name_or_path=tiny:t5", "lora.init=eva", "lora.target_modules=[q,v]"],
+     "lora.init: 'eva' needs a causal LM"),
     # the reward callable
     ("callable-module", [*TRAIN, "reward.callable=no_such_module:score"],
      "reward.callable: cannot import module 'no_such_module'"),

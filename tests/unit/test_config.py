@@ -224,6 +224,17 @@ def test_the_positive_advantage_weight_is_a_share():
     assert from_dict({"ppo": {"positive_advantage_weight": 0.1}}).ppo.positive_advantage_weight == 0.1
 
 
+def test_eva_starts_a_new_adapter_from_enough_prompts():
+    (line,) = problems({"lora": {"init": "eva", "init_from": "/some/adapter"}})
+    assert line == ("lora.init: 'eva' initializes a new adapter, and init_from '/some/adapter' continues a saved "
+                    "one; set init to random, or init_from to null")
+    (line,) = problems({"lora": {"init": "eva", "eva_prompts": 4}})
+    assert line == "lora.eva_prompts: 4 is out of range; allowed [8, inf]"
+    (line,) = problems({"lora": {"init": "pissa"}})
+    assert line.startswith("lora.init: expected one of 'random' | 'eva'")
+    assert from_dict({"lora": {"init": "eva"}}).lora.eva_prompts == 256
+
+
 def test_recipe_fields_and_bounds():
     ppo = PPOSettings()
     assert (ppo.weight_decay, ppo.critic, ppo.kl_in, ppo.reward_norm, ppo.early_stop_kl) == (
