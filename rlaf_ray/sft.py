@@ -88,7 +88,7 @@ def build_sft_trainer(cfg: RLAFConfig, train_rows: pd.DataFrame, eval_rows: pd.D
     # Loaded onto its device: a quantized base cannot be moved there afterwards.
     device = default_device()
     model, tokenizer, peft_config = load_base_model(cfg.model, device), load_tokenizer(cfg.model), lora_config(cfg.lora)
-    if cfg.lora.init == "eva":  # the baseline's adapter starts as the RL run's does (DDP keeps rank 0's)
+    if cfg.lora.init == "eva":  # as the RL run's, from the first prompts (rank 0's shard: DDP keeps rank 0's A)
         if cfg.model.dtype in QUANTIZED_DTYPES:  # what SFTTrainer does itself when it builds the adapter
             model = prepare_model_for_kbit_training(model)
         model, peft_config = get_peft_model(model, peft_config), None

@@ -79,15 +79,15 @@ class Flight:
 
 def learner_loop(loop_config: dict) -> None:
     """Ray Train's per-rank function. ``loop_config``: the run's config, the role actors (an
-    ObjectRef of the rollout and the reward actors' lists), and the number of prompts
-    (``num_prompts``)."""
+    ObjectRef of the rollout and the reward actors' lists), the number of prompts
+    (``num_prompts``) and the prompts a new EVA adapter starts from (``eva_prompts``, else empty)."""
     cfg: RLAFConfig = loop_config["config"]
     rollout_workers, reward_workers = ray.get(loop_config["roles"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
     roles = RankRoles(rollout_workers, reward_workers, rollout_routes(
         rank, context.get_world_size(), len(rollout_workers), len(reward_workers)))
-    learner, state = build_learner(cfg, rollout_workers, loop_config.get("eva_prompts", []))
+    learner, state = build_learner(cfg, rollout_workers, loop_config["eva_prompts"])
     batches = prompt_batches(ray.train.get_dataset_shard("train"), cfg.ppo.prompts_per_iteration // learner.world,
                              state, seed=cfg.data.seed * 7919 + rank)
     ahead: deque[Flight] = deque()  # batches sent to the pool, oldest first
