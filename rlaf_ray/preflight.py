@@ -19,6 +19,7 @@ from rlaf_ray.models.policy import (
     check_precision,
     eos_token_id,
     format_prompts,
+    is_seq2seq,
     load_tokenizer,
 )
 from rlaf_ray.models.source import check_model_source
@@ -69,12 +70,7 @@ def check_lora_targets(cfg: RLAFConfig) -> None:
 def check_lora_init(cfg: RLAFConfig) -> None:
     """EVA reads each adapted layer's input over whole prompts; an encoder-decoder's decoder sees
     no prompt tokens, only what it generates, so its layers have nothing to read here."""
-    from transformers import AutoConfig
-
-    if cfg.lora.init != "eva":
-        return
-    config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    if getattr(config, "is_encoder_decoder", False):
+    if cfg.lora.init == "eva" and is_seq2seq(cfg.model):
         raise ConfigError([f"lora.init: 'eva' needs a causal LM, and {cfg.model.name_or_path!r} is an "
                            f"encoder-decoder; set lora.init to random"])
 

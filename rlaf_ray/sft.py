@@ -18,11 +18,10 @@ from pathlib import Path
 import pandas as pd
 import ray
 import ray.train
-from peft import get_peft_model, prepare_model_for_kbit_training
 from ray.train import CheckpointConfig, DataConfig, FailureConfig
 from ray.train.torch import TorchTrainer
 
-from rlaf_ray.config import QUANTIZED_DTYPES, ConfigError, RLAFConfig
+from rlaf_ray.config import ConfigError, RLAFConfig
 from rlaf_ray.console import init_ray, train_logging
 from rlaf_ray.controller_settings import controller_settings
 from rlaf_ray.data import PromptSplit, load_split
@@ -32,6 +31,7 @@ from rlaf_ray.models.policy import (
     init_eva,
     is_seq2seq,
     load_base_model,
+    load_policy,
     load_tokenizer,
     lora_config,
 )
@@ -87,12 +87,12 @@ def build_sft_trainer(cfg: RLAFConfig, train_rows: pd.DataFrame, eval_rows: pd.D
         dataloader_num_workers=0, dataset_num_proc=None)
     # Loaded onto its device: a quantized base cannot be moved there afterwards.
     device = default_device()
-    model, tokenizer, peft_config = load_base_model(cfg.model, device), load_tokenizer(cfg.model), lora_config(cfg.lora)
+    tokenizer = load_tokenizer(cfg.model)
     if cfg.lora.init == "eva":  # as the RL run's, from the first prompts (rank 0's shard: DDP keeps rank 0's A)
-        if cfg.model.dtype in QUANTIZED_DTYPES:  # what SFTTrainer does itself when it builds the adapter
-            model = prepare_model_for_kbit_training(model)
-        model, peft_config = get_peft_model(model, peft_config), None
+        model, peft_config = load_policy(cfg.model, cfg.lora, device, for_training=True), None
         init_eva(model, tokenizer, [str(p) for p in train_rows["prompt"][:cfg.lora.eva_prompts]], cfg.model)
+    else:  # SFTTrainer builds the adapter (and prepares a quantized base) itself
+        model, peft_config = load_base_model(cfg.model, device), lora_config(cfg.lora)
     return SFTTrainer(model=model, args=args, train_dataset=to_hf_dataset(train_rows),
                       eval_dataset=to_hf_dataset(eval_rows), processing_class=tokenizer, peft_config=peft_config)
 

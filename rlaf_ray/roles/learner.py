@@ -269,11 +269,10 @@ def build_learner(cfg: RLAFConfig, rollout_workers: list, eva_prompts: list[str]
     inner = learner_model(cfg.model, cfg.lora, cfg.ppo.value_head, ray.train.torch.get_device())
     policy = inner.policy
     checkpoint = ray.train.get_checkpoint()
-    if eva_prompts and checkpoint is None:  # every rank: the same prompts give the same A (seeded SVD)
+    if eva_prompts and checkpoint is None and rank == 0:  # the other ranks get A from DDP's broadcast below
         init_eva(policy, tokenizer, eva_prompts, cfg.model)
-        if rank == 0:
-            print(f"[rlaf] LoRA A from the principal directions of {len(eva_prompts)} train prompts (EVA)",
-                  file=sys.__stdout__, flush=True)
+        print(f"[rlaf] LoRA A from the principal directions of {len(eva_prompts)} train prompts (EVA)",
+              file=sys.__stdout__, flush=True)
     # DDP broadcasts the module's state from rank 0 when it wraps it: every rank loaded the same
     # frozen base, so only the trainable tensors need it (MBs of adapter, not GBs of base).
     frozen = [name for name, p in inner.named_parameters() if not p.requires_grad]
