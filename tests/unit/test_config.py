@@ -232,7 +232,7 @@ def test_eva_starts_a_new_adapter_from_enough_prompts():
     assert line == "lora.eva_prompts: 4 is out of range; allowed [8, inf]"
     (line,) = problems({"lora": {"init": "pissa"}})
     assert line.startswith("lora.init: expected one of 'random' | 'eva'")
-    assert from_dict({"lora": {"init": "eva"}}).lora.eva_prompts == 256
+    assert from_dict({"lora": {"init": "eva"}}).lora.eva_prompts == 1024
 
 
 def test_recipe_fields_and_bounds():
